@@ -1,0 +1,3 @@
+"""Ekiden: a marketing automation server."""
+
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,1 @@
+"""Users and API keys: who may call what."""

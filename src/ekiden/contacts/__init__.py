@@ -1,0 +1,1 @@
+"""Contacts, accounts, identities, custom fields, consent, merge, import and export."""

@@ -1,0 +1,200 @@
+"""Creating, finding and updating contacts. Every other capability goes through here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ekiden.clock import Clock
+from ekiden.contacts.customfields import validate_custom
+from ekiden.contacts.emails import normalise_email
+from ekiden.contacts.models import Contact, ContactChanges
+from ekiden.contacts.tables import contact_tags, contacts, identities
+from ekiden.errors import Conflict, Invalid, NotFound
+
+SOURCE_KINDS = ("form", "import", "api", "ingest")
+
+
+@dataclass(frozen=True)
+class Upserted:
+    contact_id: int
+    created: bool
+
+
+def find_contact_id(
+    conn: Connection, *, email: str | None = None, external_id: str | None = None
+) -> int | None:
+    """The live contact with this user id or email (also an email absorbed by a merge)."""
+    if external_id:
+        found = conn.execute(
+            select(contacts.c.id, contacts.c.merged_into_id).where(
+                contacts.c.external_id == external_id
+            )
+        ).first()
+        if found is not None:
+            return live_contact_id(conn, found.id)
+        by_identity = _identity_contact(conn, "user_id", external_id)
+        if by_identity is not None:
+            return by_identity
+    if email:
+        address = normalise_email(email)
+        found_id = conn.execute(
+            select(contacts.c.id).where(contacts.c.email == address)
+        ).scalar_one_or_none()
+        if found_id is not None:
+            return live_contact_id(conn, found_id)
+        return _identity_contact(conn, "email", address)
+    return None
+
+
+def _identity_contact(conn: Connection, kind: str, value: str) -> int | None:
+    contact_id = conn.execute(
+        select(identities.c.contact_id).where(identities.c.kind == kind, identities.c.value == value)
+    ).scalar_one_or_none()
+    return None if contact_id is None else live_contact_id(conn, contact_id)
+
+
+def live_contact_id(conn: Connection, contact_id: int) -> int | None:
+    """Follow merge tombstones to the contact that holds the history now."""
+    seen: set[int] = set()
+    current: int | None = contact_id
+    while current is not None and current not in seen:
+        seen.add(current)
+        row = conn.execute(
+            select(contacts.c.merged_into_id).where(contacts.c.id == current)
+        ).first()
+        if row is None:
+            return None
+        if row.merged_into_id is None:
+            return current
+        current = row.merged_into_id
+    return None
+
+
+def upsert_contact(
+    conn: Connection,
+    clock: Clock,
+    *,
+    email: str | None = None,
+    external_id: str | None = None,
+    changes: ContactChanges | None = None,
+    source_kind: str,
+    source_ref: str | None = None,
+    require_custom: bool = False,
+) -> Upserted:
+    """Find the contact by user id, then by email, and apply ``changes``; create it if new.
+
+    When the user id and the email point at two different contacts, the user id's contact is
+    updated and keeps its own email (they can be merged deliberately later).
+    Raises Invalid for a bad email or custom value; nothing is written then.
+    """
+    if source_kind not in SOURCE_KINDS:
+        raise ValueError(f"unknown source kind {source_kind}")
+    if not email and not external_id:
+        raise Invalid("a contact needs an email or a user id", code="no_identity")
+    changes = changes or ContactChanges()
+    address = normalise_email(email) if email else None
+    now = clock.now()
+    existing_id = find_contact_id(conn, external_id=external_id) if external_id else None
+    if existing_id is None and address:
+        existing_id = find_contact_id(conn, email=address)
+    if existing_id is None:
+        custom = validate_custom(conn, changes.custom, require=require_custom)
+        values: dict[str, Any] = {
+            **changes.standard_values(),
+            "email": address,
+            "external_id": external_id,
+            "custom": custom,
+            "source_kind": source_kind,
+            "source_ref": source_ref,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            with conn.begin_nested():
+                new_id = conn.execute(
+                    insert(contacts).values(**values).returning(contacts.c.id)
+                ).scalar_one()
+        except IntegrityError:
+            # A concurrent request created the same person first: update that one instead.
+            raced = find_contact_id(conn, email=address, external_id=external_id)
+            if raced is None:
+                raise
+            update_contact(conn, clock, raced, changes, email=address, external_id=external_id)
+            return Upserted(raced, created=False)
+        return Upserted(new_id, created=True)
+    update_contact(conn, clock, existing_id, changes, email=address, external_id=external_id)
+    return Upserted(existing_id, created=False)
+
+
+def update_contact(
+    conn: Connection,
+    clock: Clock,
+    contact_id: int,
+    changes: ContactChanges,
+    *,
+    email: str | None = None,
+    external_id: str | None = None,
+) -> None:
+    """Apply ``changes``; also fill email / user id when the contact lacks them.
+
+    An email that already belongs to another contact is a Conflict when set explicitly.
+    """
+    row = conn.execute(
+        select(contacts.c.email, contacts.c.external_id, contacts.c.custom).where(
+            contacts.c.id == contact_id, contacts.c.merged_into_id.is_(None)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no contact with id {contact_id}")
+    values: dict[str, Any] = changes.standard_values()
+    if changes.custom:
+        custom = dict(row.custom or {})
+        custom.update(validate_custom(conn, changes.custom))
+        values["custom"] = {k: v for k, v in custom.items() if v is not None}
+    if email and row.email is None:
+        address = normalise_email(email)
+        if find_contact_id(conn, email=address) in (None, contact_id):
+            values["email"] = address
+    if external_id and row.external_id is None:
+        if find_contact_id(conn, external_id=external_id) in (None, contact_id):
+            values["external_id"] = external_id
+    if not values:
+        return
+    values["updated_at"] = clock.now()
+    try:
+        with conn.begin_nested():
+            conn.execute(update(contacts).where(contacts.c.id == contact_id).values(**values))
+    except IntegrityError:
+        raise Conflict("another contact already has that email or user id") from None
+
+
+def get_contact(conn: Connection, contact_id: int) -> Contact:
+    """The live contact; NotFound for unknown ids and for merged-away ones."""
+    row = conn.execute(
+        select(contacts).where(contacts.c.id == contact_id, contacts.c.merged_into_id.is_(None))
+    ).mappings().first()
+    if row is None:
+        raise NotFound(f"no contact with id {contact_id}")
+    tags = conn.execute(
+        select(contact_tags.c.tag)
+        .where(contact_tags.c.contact_id == contact_id)
+        .order_by(contact_tags.c.tag)
+    ).scalars()
+    return Contact.model_validate({**row, "tags": list(tags)})
+
+
+def touch_last_seen(conn: Connection, contact_ids: dict[int, Any]) -> None:
+    """Advance last_seen_at for contacts that just did something (never moves it back)."""
+    for contact_id, moment in contact_ids.items():
+        conn.execute(
+            update(contacts)
+            .where(
+                contacts.c.id == contact_id,
+                (contacts.c.last_seen_at.is_(None)) | (contacts.c.last_seen_at < moment),
+            )
+            .values(last_seen_at=moment)
+        )

@@ -1,0 +1,1 @@
+"""Forms: definitions, hosted and embedded rendering, submissions with consent evidence."""

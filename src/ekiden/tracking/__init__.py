@@ -1,0 +1,1 @@
+"""Behaviour history: the events table, ingestion endpoints, the browser snippet and pixel."""

@@ -1,0 +1,1 @@
+"""The FastAPI application: composes each capability's router; no business logic here."""

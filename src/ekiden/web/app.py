@@ -1,0 +1,47 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import Engine, text
+
+from ekiden import __version__
+from ekiden.clock import Clock, SystemClock
+from ekiden.config import Settings
+from ekiden.db import create_db_engine
+from ekiden.web.deps import AppContext, Ctx
+from ekiden.web.errors import install_error_handlers
+
+
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, clock: Clock | None = None
+) -> FastAPI:
+    """Build the ASGI app. The schema must already be migrated (``ekiden migrate``)."""
+    app = FastAPI(
+        title="Ekiden",
+        version=__version__,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = AppContext(
+        settings=settings,
+        engine=engine or create_db_engine(settings.database_url),
+        clock=clock or SystemClock(),
+    )
+    install_error_handlers(app)
+    _include_routers(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz(ctx: Ctx) -> PlainTextResponse:
+        with ctx.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return PlainTextResponse("ok")
+
+    return app
+
+
+def _include_routers(app: FastAPI) -> None:
+    # Each capability owns its router; the web layer only composes them.
+    pass
