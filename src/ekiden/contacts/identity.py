@@ -54,9 +54,7 @@ def link_anonymous_id(
             device=device,
             created_at=clock.now(),
         )
-        .on_conflict_do_update(
-            index_elements=["kind", "value"], set_={"contact_id": contact_id}
-        )
+        .on_conflict_do_update(index_elements=["kind", "value"], set_={"contact_id": contact_id})
     )
     return attribute_anonymous_events(conn, anonymous_id, contact_id)
 

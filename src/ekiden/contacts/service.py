@@ -52,7 +52,9 @@ def find_contact_id(
 
 def _identity_contact(conn: Connection, kind: str, value: str) -> int | None:
     contact_id = conn.execute(
-        select(identities.c.contact_id).where(identities.c.kind == kind, identities.c.value == value)
+        select(identities.c.contact_id).where(
+            identities.c.kind == kind, identities.c.value == value
+        )
     ).scalar_one_or_none()
     return None if contact_id is None else live_contact_id(conn, contact_id)
 
@@ -159,9 +161,12 @@ def update_contact(
         address = normalise_email(email)
         if find_contact_id(conn, email=address) in (None, contact_id):
             values["email"] = address
-    if external_id and row.external_id is None:
-        if find_contact_id(conn, external_id=external_id) in (None, contact_id):
-            values["external_id"] = external_id
+    if (
+        external_id
+        and row.external_id is None
+        and find_contact_id(conn, external_id=external_id) in (None, contact_id)
+    ):
+        values["external_id"] = external_id
     if not values:
         return
     values["updated_at"] = clock.now()
@@ -174,9 +179,13 @@ def update_contact(
 
 def get_contact(conn: Connection, contact_id: int) -> Contact:
     """The live contact; NotFound for unknown ids and for merged-away ones."""
-    row = conn.execute(
-        select(contacts).where(contacts.c.id == contact_id, contacts.c.merged_into_id.is_(None))
-    ).mappings().first()
+    row = (
+        conn.execute(
+            select(contacts).where(contacts.c.id == contact_id, contacts.c.merged_into_id.is_(None))
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
         raise NotFound(f"no contact with id {contact_id}")
     tags = conn.execute(

@@ -27,7 +27,9 @@ def translations(locale: str) -> Translations:
         with path.open("rb") as fh:
             catalog = read_po(fh, locale=locale)
         translations._catalog = {
-            m.id: m.string for m in catalog if m.id and m.string and not m.fuzzy
+            m.id: m.string
+            for m in catalog
+            if isinstance(m.id, str) and isinstance(m.string, str) and m.string and not m.fuzzy
         }
     return translations
 
