@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -27,6 +27,7 @@ FIELD_TYPES = (
     "email",
     "url",
 )
+CUSTOM_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
@@ -137,7 +138,8 @@ def coerce_value(field: CustomFieldDefinition, value: Any) -> Any:
             raise ValueError("must be an ISO 8601 date-time") from None
         if moment.tzinfo is None:
             raise ValueError("must include a time zone offset, e.g. +09:00")
-        return moment.isoformat()
+        # one fixed UTC format, so stored values sort and compare as text in SQL
+        return moment.astimezone(UTC).strftime(CUSTOM_DATETIME_FORMAT)
     if kind == "choice":
         if str(value) not in (field.choices or []):
             raise ValueError(f"must be one of {', '.join(field.choices or [])}")

@@ -1,0 +1,98 @@
+"""Which contact fields a filter may name, and what type each has.
+
+The catalogue is built per call from the custom field definitions, so a filter is checked
+against the fields that exist now; both evaluators bind a filter through it first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import Connection
+
+from ekiden.contacts.customfields import list_fields
+
+FieldType = Literal["text", "number", "datetime", "date", "boolean"]
+
+STANDARD: dict[str, FieldType] = {
+    "email": "text",
+    "external_id": "text",
+    "last_name": "text",
+    "first_name": "text",
+    "last_name_kana": "text",
+    "first_name_kana": "text",
+    "company": "text",
+    "department": "text",
+    "job_title": "text",
+    "industry": "text",
+    "phone": "text",
+    "country": "text",
+    "time_zone": "text",
+    "email_consent": "text",
+    "source_kind": "text",
+    "source_ref": "text",
+    "suppression_reason": "text",
+    "owner_id": "number",
+    "account_id": "number",
+    "created_at": "datetime",
+    "updated_at": "datetime",
+    "last_seen_at": "datetime",
+    "unsubscribed_at": "datetime",
+    "suppressed_at": "datetime",
+    # derived flags, for readable filters: {"field": "unsubscribed", "op": "eq", "value": false}
+    "unsubscribed": "boolean",
+    "suppressed": "boolean",
+}
+
+ACCOUNT: dict[str, FieldType] = {
+    "name": "text",
+    "domain": "text",
+    "industry": "text",
+    "country": "text",
+    "employees": "number",
+}
+
+_CUSTOM_TYPES: dict[str, FieldType] = {
+    "text": "text",
+    "email": "text",
+    "url": "text",
+    "choice": "text",
+    "number": "number",
+    "integer": "number",
+    "boolean": "boolean",
+    "date": "date",
+    "datetime": "datetime",
+}
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    """A resolved field: where it lives and its type."""
+
+    kind: Literal["standard", "account", "custom"]
+    name: str
+    type: FieldType
+
+
+@dataclass(frozen=True)
+class Catalog:
+    custom: dict[str, FieldType]
+
+    def resolve(self, field: str) -> FieldRef | None:
+        """The field named ``field``, or None when no such field exists."""
+        if field in STANDARD:
+            return FieldRef("standard", field, STANDARD[field])
+        prefix, _, rest = field.partition(".")
+        if prefix == "account" and rest in ACCOUNT:
+            return FieldRef("account", rest, ACCOUNT[rest])
+        if prefix == "custom" and rest in self.custom:
+            return FieldRef("custom", rest, self.custom[rest])
+        return None
+
+
+def load_catalog(conn: Connection) -> Catalog:
+    """Fields known now. multi_choice custom fields are not filterable yet (left out)."""
+    return Catalog(
+        custom={f.key: _CUSTOM_TYPES[f.type] for f in list_fields(conn) if f.type in _CUSTOM_TYPES}
+    )
