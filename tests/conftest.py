@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -177,3 +177,19 @@ class LiveServer:
 def live_server(app: FastAPI) -> Iterator[LiveServer]:
     with LiveServer(app) as server:
         yield server
+
+
+@pytest.fixture
+def stored(engine: Engine) -> Callable[[], dict[str, list[tuple[object, ...]]]]:
+    """A function returning every row of every table, for "nothing stored changed" checks."""
+
+    def snapshot() -> dict[str, list[tuple[object, ...]]]:
+        with engine.connect() as conn:
+            return {
+                table.name: sorted(
+                    (tuple(row) for row in conn.execute(table.select())), key=repr
+                )
+                for table in metadata.sorted_tables
+            }
+
+    return snapshot

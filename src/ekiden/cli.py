@@ -8,19 +8,42 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ekiden.bench.cli import bench_app
 from ekiden.clock import SystemClock
 from ekiden.config import ConfigError, Settings, load_settings
+from ekiden.contacts.cli import contacts_app
+from ekiden.contacts.cli_io import export_app, import_app
 from ekiden.db import create_db_engine
 from ekiden.db.migrate import current_revision, head_revision, migrate
 from ekiden.errors import EkidenError
+from ekiden.segments.cli import segments_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ekiden marketing automation.")
 apikey_app = typer.Typer(no_args_is_help=True, help="Create and revoke API keys.")
 user_app = typer.Typer(no_args_is_help=True, help="Manage users of the admin UI.")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(user_app, name="user")
+app.add_typer(segments_app, name="segments")
+app.add_typer(contacts_app, name="contacts")
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
+app.add_typer(bench_app, name="bench")
 
 err = Console(stderr=True)
+
+
+@app.callback()
+def _command_scope(ctx: typer.Context) -> None:
+    """Close the database connections a command opened when it ends, however it ends."""
+    from ekiden.db.engine import live_engines
+
+    before = live_engines()
+
+    def dispose_new_engines() -> None:
+        for engine in live_engines() - before:
+            engine.dispose()
+
+    ctx.call_on_close(dispose_new_engines)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -72,6 +95,74 @@ def serve(
     settings = settings_or_exit()
     ensure_schema(settings)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    once: Annotated[
+        bool, typer.Option("--once", help="Do everything that is due, then exit.")
+    ] = False,
+    now: Annotated[
+        str | None,
+        typer.Option(help="With --once: act as if it were this ISO 8601 time (a dry run of time)."),
+    ] = None,
+) -> None:
+    """Run the background worker: segment membership and other scheduled work."""
+    import logging
+    import threading
+    from datetime import datetime
+
+    from ekiden.clock import Clock, FrozenClock
+    from ekiden.worker import Worker
+
+    settings = settings_or_exit()
+    ensure_schema(settings)
+    clock: Clock = SystemClock()
+    if now is not None:
+        if not once:
+            raise fail("--now only goes with --once")
+        try:
+            moment = datetime.fromisoformat(now)
+        except ValueError:
+            raise fail(f"--now must be an ISO 8601 time, not {now!r}") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=settings.zone)
+        clock = FrozenClock(moment)
+    runner = Worker(create_db_engine(settings.database_url), clock, settings)
+    if once:
+        report = runner.run_once()
+        err.print(
+            f"refreshed {report.contacts_refreshed} contacts, rebuilt "
+            f"{report.segments_rebuilt} segments (+{report.entered} / -{report.exited})"
+        )
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    try:
+        runner.run_forever(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@app.command()
+def run(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve HTTP and run the worker in one process (small installations, the demo)."""
+    import uvicorn
+
+    from ekiden.web.app import create_app
+    from ekiden.worker import Worker, start_in_thread
+
+    settings = settings_or_exit()
+    ensure_schema(settings)
+    clock = SystemClock()
+    _, stop = start_in_thread(Worker(create_db_engine(settings.database_url), clock, settings))
+    try:
+        uvicorn.run(create_app(settings, clock=clock), host=host, port=port, log_level="info")
+    finally:
+        stop.set()
 
 
 @apikey_app.command("create")

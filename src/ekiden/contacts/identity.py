@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ekiden.clock import Clock
 from ekiden.contacts.service import live_contact_id
 from ekiden.contacts.tables import identities
+from ekiden.segments.dirty import mark_dirty
 from ekiden.tracking.events import attribute_anonymous_events
 
 
@@ -56,7 +57,10 @@ def link_anonymous_id(
         )
         .on_conflict_do_update(index_elements=["kind", "value"], set_={"contact_id": contact_id})
     )
-    return attribute_anonymous_events(conn, anonymous_id, contact_id)
+    moved = attribute_anonymous_events(conn, anonymous_id, contact_id)
+    if moved:
+        mark_dirty(conn, clock, [contact_id])
+    return moved
 
 
 def add_identity(conn: Connection, clock: Clock, kind: str, value: str, contact_id: int) -> None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ekiden.auth.tables import users
 from ekiden.clock import Clock
 from ekiden.contacts.customfields import validate_custom
 from ekiden.contacts.emails import normalise_email
 from ekiden.contacts.models import Contact, ContactChanges
-from ekiden.contacts.tables import contact_tags, contacts, identities
+from ekiden.contacts.tables import accounts, contact_tags, contacts, identities
+from ekiden.contacts.tags import add_tags, clean_tag
 from ekiden.errors import Conflict, Invalid, NotFound
+from ekiden.segments.dirty import mark_dirty
 
 SOURCE_KINDS = ("form", "import", "api", "ingest")
 
@@ -104,6 +108,7 @@ def upsert_contact(
     if existing_id is None and address:
         existing_id = find_contact_id(conn, email=address)
     if existing_id is None:
+        check_references(conn, changes)
         custom = validate_custom(conn, changes.custom, require=require_custom)
         values: dict[str, Any] = {
             **changes.standard_values(),
@@ -127,6 +132,7 @@ def upsert_contact(
                 raise
             update_contact(conn, clock, raced, changes, email=address, external_id=external_id)
             return Upserted(raced, created=False)
+        mark_dirty(conn, clock, [new_id])
         return Upserted(new_id, created=True)
     update_contact(conn, clock, existing_id, changes, email=address, external_id=external_id)
     return Upserted(existing_id, created=False)
@@ -151,7 +157,8 @@ def update_contact(
         )
     ).first()
     if row is None:
-        raise NotFound(f"no contact with id {contact_id}")
+        raise contact_not_found(conn, contact_id)
+    check_references(conn, changes)
     values: dict[str, Any] = changes.standard_values()
     if changes.custom:
         custom = dict(row.custom or {})
@@ -173,6 +180,7 @@ def update_contact(
     try:
         with conn.begin_nested():
             conn.execute(update(contacts).where(contacts.c.id == contact_id).values(**values))
+            mark_dirty(conn, clock, [contact_id])
     except IntegrityError:
         raise Conflict("another contact already has that email or user id") from None
 
@@ -187,7 +195,7 @@ def get_contact(conn: Connection, contact_id: int) -> Contact:
         .first()
     )
     if row is None:
-        raise NotFound(f"no contact with id {contact_id}")
+        raise contact_not_found(conn, contact_id)
     tags = conn.execute(
         select(contact_tags.c.tag)
         .where(contact_tags.c.contact_id == contact_id)
@@ -207,3 +215,147 @@ def touch_last_seen(conn: Connection, contact_ids: dict[int, Any]) -> None:
             )
             .values(last_seen_at=moment)
         )
+
+
+def contact_not_found(conn: Connection, contact_id: int) -> NotFound:
+    """The NotFound to raise for ``contact_id``: a merged-away id names the contact that
+    holds its history now (code "merged", details {"merged_into": id})."""
+    merged_into = conn.execute(
+        select(contacts.c.merged_into_id).where(contacts.c.id == contact_id)
+    ).scalar_one_or_none()
+    if merged_into is not None:
+        live = live_contact_id(conn, contact_id) or merged_into
+        return NotFound(
+            f"contact {contact_id} was merged into contact {live}",
+            code="merged",
+            details={"merged_into": live},
+        )
+    return NotFound(f"no contact with id {contact_id}")
+
+
+def require_live_contact(conn: Connection, contact_id: int) -> None:
+    """NotFound (see ``contact_not_found``) unless ``contact_id`` is a live contact."""
+    found = conn.execute(
+        select(contacts.c.id).where(
+            contacts.c.id == contact_id, contacts.c.merged_into_id.is_(None)
+        )
+    ).first()
+    if found is None:
+        raise contact_not_found(conn, contact_id)
+
+
+def check_references(conn: Connection, changes: ContactChanges) -> None:
+    """Invalid (422) when the owner or account the changes point at does not exist."""
+    values = changes.standard_values()
+    owner_id = values.get("owner_id")
+    if (
+        owner_id is not None
+        and not conn.execute(select(users.c.id).where(users.c.id == owner_id)).first()
+    ):
+        raise Invalid(
+            f"owner_id {owner_id} is not a user",
+            code="unknown_owner",
+            details={"field": "owner_id"},
+        )
+    account_id = values.get("account_id")
+    if (
+        account_id is not None
+        and not conn.execute(select(accounts.c.id).where(accounts.c.id == account_id)).first()
+    ):
+        raise Invalid(
+            f"account_id {account_id} is not an account",
+            code="unknown_account",
+            details={"field": "account_id"},
+        )
+
+
+def create_contact(
+    conn: Connection,
+    clock: Clock,
+    *,
+    email: str | None,
+    external_id: str | None,
+    changes: ContactChanges,
+    source_kind: str = "api",
+    source_ref: str | None = None,
+    tags: Sequence[str] = (),
+) -> int:
+    """Create a new contact (with ``tags``) and return its id; never updates an existing one.
+
+    Conflict (409) when the email or user id already identifies a contact (also an address
+    absorbed by a merge); Invalid for a bad email, tag, custom value, owner or account.
+    """
+    for tag in tags:
+        clean_tag(tag)  # refuse a bad tag before anything is written
+    if not email and not external_id:
+        raise Invalid("a contact needs an email or a user_id", code="no_identity")
+    address = normalise_email(email) if email else None
+    for kind, value, found in (
+        ("email", address, find_contact_id(conn, email=address) if address else None),
+        (
+            "user_id",
+            external_id,
+            find_contact_id(conn, external_id=external_id) if external_id else None,
+        ),
+    ):
+        if found is not None:
+            raise Conflict(
+                f"contact {found} already has {kind} {value}",
+                code="contact_exists",
+                details={"contact_id": found},
+            )
+    created = upsert_contact(
+        conn,
+        clock,
+        email=address,
+        external_id=external_id,
+        changes=changes,
+        source_kind=source_kind,
+        source_ref=source_ref,
+        require_custom=True,
+    )
+    add_tags(conn, clock, created.contact_id, tags)
+    return created.contact_id
+
+
+def edit_contact(
+    conn: Connection,
+    clock: Clock,
+    contact_id: int,
+    changes: ContactChanges,
+    *,
+    new_email: str | None = None,
+) -> Contact:
+    """Apply a partial update (and an email change) and return the contact as stored now.
+
+    NotFound for unknown / merged ids, Conflict when the new email is taken, Invalid for bad
+    values. Call inside one transaction: on error nothing of the update remains.
+    """
+    require_live_contact(conn, contact_id)
+    if new_email is not None:
+        change_email(conn, clock, contact_id, new_email)
+    update_contact(conn, clock, contact_id, changes)
+    return get_contact(conn, contact_id)
+
+
+def change_email(conn: Connection, clock: Clock, contact_id: int, email: str) -> None:
+    """Give the contact a new address; Conflict (409) when another contact has it."""
+    require_live_contact(conn, contact_id)
+    address = normalise_email(email)
+    owner = find_contact_id(conn, email=address)
+    if owner not in (None, contact_id):
+        raise Conflict(
+            f"contact {owner} already has email {address}",
+            code="contact_exists",
+            details={"contact_id": owner},
+        )
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                update(contacts)
+                .where(contacts.c.id == contact_id)
+                .values(email=address, updated_at=clock.now())
+            )
+            mark_dirty(conn, clock, [contact_id])
+    except IntegrityError:
+        raise Conflict(f"another contact already has email {address}") from None

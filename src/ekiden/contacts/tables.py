@@ -19,6 +19,8 @@ accounts = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("name", Text, nullable=False),
     Column("domain", String(255), unique=True),
+    # the caller's own id for this company (Segment groupId)
+    Column("external_id", String(255), unique=True),
     Column("industry", Text),
     Column("employees", Id),
     Column("country", String(2)),
@@ -113,7 +115,7 @@ consents = Table(
     Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
     Column("channel", String(16), nullable=False, server_default="email"),
     Column("status", String(10), nullable=False),  # granted | withdrawn
-    Column("source", String(10), nullable=False),  # form | import | api | unsubscribe
+    Column("source", String(16), nullable=False),  # form | import | api | unsubscribe
     Column("source_ref", Text),  # form slug, import id, api key prefix
     Column("text_shown", Text),
     Column("ip", String(45)),

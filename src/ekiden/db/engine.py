@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 
@@ -21,9 +22,23 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def live_engines() -> set[Engine]:
+    """Engines created in this process and not yet garbage-collected (the CLI disposes the
+    ones a command created when the command ends)."""
+    return set(_engines)
+
+
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite files get WAL, foreign keys and a busy timeout."""
-    url = normalise_url(url)
+    engine = _create(normalise_url(url), **kwargs)
+    _engines.add(engine)
+    return engine
+
+
+def _create(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -53,7 +68,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers take the write lock up front; read-only connections (execution option
+    # ``readonly``) use a deferred BEGIN so they never wait for a writer in WAL mode.
+    readonly = conn.get_execution_options().get("readonly", False)
+    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def read_connection(engine: Engine) -> Connection:
+    """A connection for reading only: on SQLite it does not take the write lock."""
+    return engine.connect().execution_options(readonly=True)
 
 
 def is_sqlite(engine_or_conn: Any) -> bool:

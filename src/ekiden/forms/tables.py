@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, String, Table, Text
+from sqlalchemy import Column, Index, Integer, String, Table, Text
 
 from ekiden.db.schema import Id, Json, UTCDateTime, metadata
 
@@ -17,5 +17,7 @@ forms = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("archived_at", UTCDateTime),
+    # honeypot hits: spam answered like a success but never stored
+    Column("spam_count", Integer, nullable=False, server_default="0"),
     Index("ix_forms_kind", "kind"),
 )

@@ -21,8 +21,10 @@ from ekiden.rules.model import (
     EventCondition,
     FieldCondition,
     Filter,
+    ListCondition,
     Not,
     PropertyCondition,
+    SegmentCondition,
 )
 
 PROPERTY_KEY = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
@@ -49,6 +51,39 @@ def walk(flt: Filter, path: str = "") -> Iterator[tuple[str, Filter]]:
         yield from walk(flt.not_, f"{path}.not" if path else "not")
 
 
+def segments_named(flt: Filter) -> set[str]:
+    """Slugs of the segments ``flt`` refers to (for dependency order and cycle checks)."""
+    return {node.segment for _, node in walk(flt) if isinstance(node, SegmentCondition)}
+
+
+def event_types_of(flt: Filter) -> set[str]:
+    """Event types ``flt`` looks at (to load only those for the in-memory evaluator)."""
+    from ekiden.rules.model import EmailEngagementCondition
+
+    found: set[str] = set()
+    for _, node in walk(flt):
+        if isinstance(node, EventCondition):
+            found.add(node.event)
+        elif isinstance(node, EmailEngagementCondition):
+            found |= {"email_delivered", "email_opened", "email_clicked"}
+    return found
+
+
+def is_time_dependent(flt: Filter) -> bool:
+    """True when membership can change with the passage of time alone."""
+    from ekiden.rules.model import EmailEngagementCondition
+
+    for _, node in walk(flt):
+        if isinstance(node, FieldCondition) and node.op in (
+            "within_last_days",
+            "more_than_days_ago",
+        ):
+            return True
+        if isinstance(node, EventCondition | EmailEngagementCondition) and node.within_days:
+            return True
+    return False
+
+
 def check(flt: Filter, catalog: Catalog, zone: ZoneInfo) -> None:
     """Raise Invalid if any field is unknown or any value does not fit its field's type."""
     for path, node in walk(flt):
@@ -60,6 +95,10 @@ def check(flt: Filter, catalog: Catalog, zone: ZoneInfo) -> None:
                 field_operand(ref, node, zone)
             except ValueError as exc:
                 raise Invalid(f"{path}.value: {exc}", code="invalid_filter") from None
+        elif isinstance(node, SegmentCondition) and node.segment not in catalog.segments:
+            raise Invalid(f"{path}.segment: no segment {node.segment!r}", code="unknown_segment")
+        elif isinstance(node, ListCondition) and node.list not in catalog.lists:
+            raise Invalid(f"{path}.list: no list {node.list!r}", code="unknown_list")
         elif isinstance(node, EventCondition):
             for i, cond in enumerate(node.where):
                 if not PROPERTY_KEY.match(cond.property):

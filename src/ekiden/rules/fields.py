@@ -6,12 +6,13 @@ against the fields that exist now; both evaluators bind a filter through it firs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from ekiden.contacts.customfields import list_fields
+from ekiden.segments.tables import lists, segments
 
 FieldType = Literal["text", "number", "datetime", "date", "boolean"]
 
@@ -78,6 +79,8 @@ class FieldRef:
 @dataclass(frozen=True)
 class Catalog:
     custom: dict[str, FieldType]
+    segments: dict[str, int] = field(default_factory=dict)  # slug -> id (live segments)
+    lists: dict[str, int] = field(default_factory=dict)  # slug -> id (live lists)
 
     def resolve(self, field: str) -> FieldRef | None:
         """The field named ``field``, or None when no such field exists."""
@@ -93,6 +96,12 @@ class Catalog:
 
 def load_catalog(conn: Connection) -> Catalog:
     """Fields known now. multi_choice custom fields are not filterable yet (left out)."""
+    live_segments = conn.execute(
+        select(segments.c.slug, segments.c.id).where(segments.c.archived_at.is_(None))
+    )
+    live_lists = conn.execute(select(lists.c.slug, lists.c.id).where(lists.c.archived_at.is_(None)))
     return Catalog(
-        custom={f.key: _CUSTOM_TYPES[f.type] for f in list_fields(conn) if f.type in _CUSTOM_TYPES}
+        custom={f.key: _CUSTOM_TYPES[f.type] for f in list_fields(conn) if f.type in _CUSTOM_TYPES},
+        segments={r.slug: r.id for r in live_segments},
+        lists={r.slug: r.id for r in live_lists},
     )

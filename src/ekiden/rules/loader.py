@@ -7,6 +7,7 @@ from sqlalchemy import Connection, select
 from ekiden.contacts.tables import accounts, contact_tags, contacts
 from ekiden.errors import NotFound
 from ekiden.rules.memory import ContactData, EventData
+from ekiden.segments.tables import list_members, lists, segment_members, segments
 from ekiden.tracking.tables import events
 
 
@@ -57,7 +58,27 @@ def load_contact_data(
         )
         for e in conn.execute(query)
     ]
+    in_segments = set(
+        conn.execute(
+            select(segments.c.slug)
+            .join(segment_members, segment_members.c.segment_id == segments.c.id)
+            .where(segment_members.c.contact_id == contact_id)
+        ).scalars()
+    )
+    on_lists = set(
+        conn.execute(
+            select(lists.c.slug)
+            .join(list_members, list_members.c.list_id == lists.c.id)
+            .where(list_members.c.contact_id == contact_id)
+        ).scalars()
+    )
     fields = {k: v for k, v in row.items() if k not in ("custom",)}
     return ContactData(
-        fields=fields, custom=dict(row["custom"] or {}), account=account, tags=tags, events=history
+        fields=fields,
+        custom=dict(row["custom"] or {}),
+        account=account,
+        tags=tags,
+        events=history,
+        segments=in_segments,
+        lists=on_lists,
     )

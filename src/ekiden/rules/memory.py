@@ -27,8 +27,10 @@ from ekiden.rules.model import (
     EventCondition,
     FieldCondition,
     Filter,
+    ListCondition,
     Not,
     PropertyCondition,
+    SegmentCondition,
     TagCondition,
 )
 
@@ -53,6 +55,8 @@ class ContactData:
     account: dict[str, Any] | None = None
     tags: set[str] = field(default_factory=set)
     events: list[EventData] = field(default_factory=list)
+    segments: set[str] = field(default_factory=set)  # slugs of segments the contact is in
+    lists: set[str] = field(default_factory=set)  # slugs of lists the contact is on
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,10 @@ def evaluate(flt: Filter, contact: ContactData, env: Env) -> bool:
         return not evaluate(flt.not_, contact, env)
     if isinstance(flt, TagCondition):
         return flt.tag in contact.tags
+    if isinstance(flt, SegmentCondition):
+        return flt.segment in contact.segments
+    if isinstance(flt, ListCondition):
+        return flt.list in contact.lists
     if isinstance(flt, FieldCondition):
         return _field(flt, contact, env)
     if isinstance(flt, EventCondition):

@@ -11,6 +11,8 @@ A filter is one of::
      "min": 2, "within_days": 30}                    behaviour, counted
     {"event": "page_dwell", "where": [...], "sum": "dwell_ms", "min": 180000}   behaviour, summed
     {"email": "open_rate", "op": "gte", "value": 0.7, "within_days": 90}        email engagement
+    {"segment": "hot-prospects"}                     member of a dynamic segment
+    {"list": "tradeshow-2026"}                       on a static list
 
 Validation errors name the offending part by its path, e.g. ``all[1].where[0].op``.
 """
@@ -107,6 +109,18 @@ class TagCondition(_Strict):
     tag: str = Field(min_length=1, max_length=100)
 
 
+class SegmentCondition(_Strict):
+    """The contact is currently a member of the dynamic segment with this slug."""
+
+    segment: str = Field(min_length=1, max_length=100)
+
+
+class ListCondition(_Strict):
+    """The contact is on the static list with this slug."""
+
+    list: str = Field(min_length=1, max_length=100)
+
+
 class EventCondition(_Strict):
     """Did the contact do ``event`` (matching ``where``) at least ``min`` / at most ``max``
     times — or, with ``sum``, with a total of at least ``min`` / at most ``max`` — within the
@@ -181,9 +195,12 @@ class Not(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+_TAGS = ("all", "any", "not", "field", "tag", "event", "email", "segment", "list")
+
+
 def _kind(data: Any) -> str | None:
     if isinstance(data, dict):
-        for key in ("all", "any", "not", "field", "tag", "event", "email"):
+        for key in _TAGS:
             if key in data:
                 return key
         return None
@@ -195,6 +212,8 @@ def _kind(data: Any) -> str | None:
         TagCondition: "tag",
         EventCondition: "event",
         EmailEngagementCondition: "email",
+        SegmentCondition: "segment",
+        ListCondition: "list",
     }
     return kinds.get(type(data))
 
@@ -208,12 +227,14 @@ Filter = Annotated[
         | Annotated[TagCondition, Tag("tag")]
         | Annotated[EventCondition, Tag("event")]
         | Annotated[EmailEngagementCondition, Tag("email")]
+        | Annotated[SegmentCondition, Tag("segment")]
+        | Annotated[ListCondition, Tag("list")]
     ),
     Discriminator(
         _kind,
         custom_error_type="unknown_condition",
         custom_error_message="not a condition: expected one of the keys all, any, not, "
-        "field, tag, event, email",
+        "field, tag, event, email, segment, list",
     ),
 ]
 
@@ -221,9 +242,6 @@ All.model_rebuild()
 AnyOf.model_rebuild()
 Not.model_rebuild()
 _adapter: TypeAdapter[Filter] = TypeAdapter(Filter)
-
-
-_TAGS = ("all", "any", "not", "field", "tag", "event", "email")
 
 
 def _path(loc: tuple[Any, ...]) -> str:

@@ -42,10 +42,13 @@ from ekiden.rules.model import (
     EventCondition,
     FieldCondition,
     Filter,
+    ListCondition,
     Not,
     PropertyCondition,
+    SegmentCondition,
     TagCondition,
 )
+from ekiden.segments.tables import list_members, segment_members
 from ekiden.tracking.tables import events
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -71,6 +74,16 @@ def compile_filter(flt: Filter, env: SqlEnv) -> ColumnElement[bool]:
     if isinstance(flt, TagCondition):
         return exists().where(
             contact_tags.c.contact_id == contacts.c.id, contact_tags.c.tag == flt.tag
+        )
+    if isinstance(flt, SegmentCondition):
+        return exists().where(
+            segment_members.c.contact_id == contacts.c.id,
+            segment_members.c.segment_id == env.catalog.segments[flt.segment],
+        )
+    if isinstance(flt, ListCondition):
+        return exists().where(
+            list_members.c.contact_id == contacts.c.id,
+            list_members.c.list_id == env.catalog.lists[flt.list],
         )
     if isinstance(flt, FieldCondition):
         return _field(flt, env)

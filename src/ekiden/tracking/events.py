@@ -11,6 +11,7 @@ from sqlalchemy import Connection, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ekiden.clock import Clock
+from ekiden.segments.dirty import mark_dirty
 from ekiden.tracking.tables import events
 
 EVENT_SOURCES = ("api", "browser", "pixel", "form", "email", "system", "import")
@@ -67,6 +68,9 @@ def record_events(conn: Connection, clock: Clock, batch: Sequence[NewEvent]) -> 
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(events).on_conflict_do_nothing(index_elements=["message_id"])
     conn.execute(statement, rows)
+    # new behaviour may change segment membership; system events (segment entries
+    # themselves) are consequences, not causes
+    mark_dirty(conn, clock, (e.contact_id for e in batch if e.source != "system"))
 
 
 def attribute_anonymous_events(conn: Connection, anonymous_id: str, contact_id: int) -> int:

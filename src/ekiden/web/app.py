@@ -44,4 +44,23 @@ def create_app(
 
 def _include_routers(app: FastAPI) -> None:
     # Each capability owns its router; the web layer only composes them.
-    pass
+    from ekiden.tracking.router import router as tracking_router
+
+    app.include_router(tracking_router)
+    from ekiden.contacts.router import router as contacts_router
+
+    app.include_router(contacts_router)
+    from ekiden.tracking.browser import router as browser_router
+
+    app.include_router(browser_router)
+    from ekiden.forms.public import router as forms_public_router
+    from ekiden.forms.router import router as forms_router
+
+    app.include_router(forms_router)
+    app.include_router(forms_public_router)
+    from ekiden.contacts.import_router import router as import_export_router
+
+    app.include_router(import_export_router)
+    from ekiden.segments.router import router as segments_router
+
+    app.include_router(segments_router)

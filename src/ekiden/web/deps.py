@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine
 from ekiden.auth.keys import ApiKey, find_key
 from ekiden.clock import Clock
 from ekiden.config import Settings
+from ekiden.db.engine import read_connection
 from ekiden.errors import Forbidden, Unauthorized
 
 
@@ -37,8 +38,15 @@ def get_conn(ctx: Annotated[AppContext, Depends(get_ctx)]) -> Iterator[Connectio
         yield conn
 
 
+def get_read_conn(ctx: Annotated[AppContext, Depends(get_ctx)]) -> Iterator[Connection]:
+    """A read-only transaction (never blocks or waits for writers on SQLite)."""
+    with read_connection(ctx.engine) as conn, conn.begin():
+        yield conn
+
+
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 Conn = Annotated[Connection, Depends(get_conn)]
+ReadConn = Annotated[Connection, Depends(get_read_conn)]
 
 
 def _bearer(request: Request) -> str | None:
@@ -66,7 +74,8 @@ def basic_username(request: Request) -> str | None:
 def lookup_key(ctx: AppContext, key: str | None) -> ApiKey:
     if not key:
         raise Unauthorized("an API key is required")
-    with ctx.engine.connect() as conn:
+    # a read-only connection: it must not wait for the request's own write transaction
+    with read_connection(ctx.engine) as conn:
         found = find_key(conn, key)
     if found is None:
         raise Unauthorized("the API key is unknown or revoked")

@@ -51,6 +51,7 @@ def upgrade() -> None:
         sa.Column("created_at", ekiden.db.schema.UTCDateTime(), nullable=False),
         sa.Column("updated_at", ekiden.db.schema.UTCDateTime(), nullable=False),
         sa.Column("archived_at", ekiden.db.schema.UTCDateTime(), nullable=True),
+        sa.Column("spam_count", sa.Integer(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_forms")),
         sa.UniqueConstraint("slug", name=op.f("uq_forms_slug")),
     )
@@ -118,6 +119,7 @@ def upgrade() -> None:
         ),
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("domain", sa.String(length=255), nullable=True),
+        sa.Column("external_id", sa.String(length=255), nullable=True),
         sa.Column("industry", sa.Text(), nullable=True),
         sa.Column("employees", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("country", sa.String(length=2), nullable=True),
@@ -132,6 +134,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
         sa.UniqueConstraint("domain", name=op.f("uq_accounts_domain")),
+        sa.UniqueConstraint("external_id", name=op.f("uq_accounts_external_id")),
     )
     op.create_table(
         "api_keys",
@@ -240,7 +243,7 @@ def upgrade() -> None:
         ),
         sa.Column("channel", sa.String(length=16), server_default="email", nullable=False),
         sa.Column("status", sa.String(length=10), nullable=False),
-        sa.Column("source", sa.String(length=10), nullable=False),
+        sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("source_ref", sa.Text(), nullable=True),
         sa.Column("text_shown", sa.Text(), nullable=True),
         sa.Column("ip", sa.String(length=45), nullable=True),

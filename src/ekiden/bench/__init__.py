@@ -1,0 +1,1 @@
+"""Benchmarks (`ekiden bench ...`): real servers on scratch databases, honest figures."""

@@ -1,0 +1,13 @@
+"""The ASGI app a benchmark serves: settings from the environment, like `ekiden serve`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from ekiden.config import load_settings
+from ekiden.web.app import create_app
+
+
+def create() -> FastAPI:
+    """uvicorn factory (``--factory ekiden.bench.server:create``)."""
+    return create_app(load_settings())

@@ -1,0 +1,1 @@
+"""Dynamic segments with stored, incrementally refreshed membership, and static lists."""

@@ -1,0 +1,317 @@
+"""Who did it: resolving the user ids and anonymous ids of a batch to contacts.
+
+All ids of a batch are looked up in two queries up front; only identify / group / alias calls
+and ids never seen before cost further queries. Anonymous visitors never become contacts:
+a contact is created only for a userId or an email.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ekiden.clock import Clock
+from ekiden.contacts.identity import add_identity, contacts_for_anonymous_ids, link_anonymous_id
+from ekiden.contacts.models import ContactChanges
+from ekiden.contacts.service import (
+    live_contact_id,
+    update_contact,
+    upsert_contact,
+)
+from ekiden.contacts.tables import accounts, contacts, identities
+from ekiden.tracking.machine import device_class
+from ekiden.tracking.segment import SegmentMessage
+from ekiden.tracking.tables import events
+
+
+def contacts_for_user_ids(conn: Connection, user_ids: Iterable[str]) -> dict[str, int]:
+    """Live contacts of these userIds (contacts.external_id, then ids absorbed by a merge
+    or an alias); one or two queries per 500 ids."""
+    wanted = list({u for u in user_ids if u})
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = conn.execute(
+            select(contacts.c.id, contacts.c.external_id, contacts.c.merged_into_id).where(
+                contacts.c.external_id.in_(chunk)
+            )
+        )
+        for row in rows:
+            live = row.id if row.merged_into_id is None else live_contact_id(conn, row.id)
+            if live is not None:
+                found[row.external_id] = live
+        missing = [u for u in chunk if u not in found]
+        if missing:
+            rows = conn.execute(
+                select(identities.c.value, identities.c.contact_id).where(
+                    identities.c.kind == "user_id", identities.c.value.in_(missing)
+                )
+            )
+            for row in rows:
+                live = live_contact_id(conn, row.contact_id)
+                if live is not None:
+                    found[row.value] = live
+    return found
+
+
+def contacts_for_emails(conn: Connection, emails: Iterable[str]) -> dict[str, int]:
+    """Live contacts of these (normalised) emails, also emails absorbed by a merge; one or
+    two queries per 500 emails."""
+    wanted = list(set(emails))
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = conn.execute(
+            select(contacts.c.id, contacts.c.email, contacts.c.merged_into_id).where(
+                contacts.c.email.in_(chunk)
+            )
+        )
+        for row in rows:
+            live = row.id if row.merged_into_id is None else live_contact_id(conn, row.id)
+            if live is not None:
+                found[row.email] = live
+        missing = [e for e in chunk if e not in found]
+        if missing:
+            rows = conn.execute(
+                select(identities.c.value, identities.c.contact_id).where(
+                    identities.c.kind == "email", identities.c.value.in_(missing)
+                )
+            )
+            for row in rows:
+                live = live_contact_id(conn, row.contact_id)
+                if live is not None:
+                    found[row.value] = live
+    return found
+
+
+def touch_last_seen_many(conn: Connection, seen: dict[int, datetime]) -> None:
+    """``contacts.service.touch_last_seen`` in one executemany: advance last_seen_at, never
+    move it back. (The service loops one UPDATE per contact; a batch touches dozens.)"""
+    statement = (
+        update(contacts)
+        .where(
+            contacts.c.id == bindparam("contact"),
+            contacts.c.last_seen_at.is_(None) | (contacts.c.last_seen_at < bindparam("moment")),
+        )
+        .values(last_seen_at=bindparam("moment"))
+    )
+    # in id order, so two batches touching the same contacts lock them in the same order
+    rows = [{"contact": c, "moment": seen[c]} for c in sorted(seen)]
+    conn.execute(statement, rows)
+
+
+class IdentityResolver:
+    """Resolves the messages of one batch in order, remembering what earlier ones did."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        clock: Clock,
+        messages: Sequence[SegmentMessage],
+        emails: Iterable[str] = (),
+    ) -> None:
+        self.conn = conn
+        self.clock = clock
+        user_ids = {m.userId for m in messages if m.userId}
+        user_ids |= {m.previousId for m in messages if m.previousId}
+        anonymous_ids = {m.anonymousId for m in messages if m.anonymousId}
+        anonymous_ids |= {m.previousId for m in messages if m.previousId}
+        self.users: dict[str, int] = contacts_for_user_ids(conn, user_ids) if user_ids else {}
+        self.anonymous: dict[str, int] = contacts_for_anonymous_ids(conn, anonymous_ids)
+        self.emails: dict[str, int] = contacts_for_emails(conn, emails)
+        self.created = 0
+        self.agents: dict[str, str] = {}  # anonymous id -> its latest user agent in the batch
+
+    def apply(
+        self,
+        message: SegmentMessage,
+        email: str | None,
+        changes: ContactChanges | None,
+        user_agent: str | None,
+    ) -> int | None:
+        """Apply the message's effect on contacts; return the contact it belongs to."""
+        if user_agent and message.anonymousId:
+            self.agents[message.anonymousId] = user_agent
+        if message.type == "identify":
+            contact_id = self._identify(message, email, changes)
+        elif message.type == "alias":
+            contact_id = self._alias(message, user_agent)
+        else:
+            contact_id = self._known(message)
+            if message.type == "group" and message.groupId:
+                account_id = upsert_account(self.conn, self.clock, message.groupId, message.traits)
+                if contact_id is not None:
+                    changes = ContactChanges(account_id=account_id)
+                    update_contact(self.conn, self.clock, contact_id, changes)
+        anonymous_id = message.anonymousId
+        if contact_id is not None and anonymous_id is not None:
+            self._link(anonymous_id, contact_id, user_agent)
+        return contact_id
+
+    def _link(self, anonymous_id: str, contact_id: int, user_agent: str | None) -> None:
+        if self.anonymous.get(anonymous_id) != contact_id:
+            # an identify call from a server knows no browser: take the browser's last one
+            agent = (
+                user_agent
+                or self.agents.get(anonymous_id)
+                or self.conn.execute(
+                    select(events.c.user_agent)
+                    .where(events.c.anonymous_id == anonymous_id, events.c.user_agent.is_not(None))
+                    .order_by(events.c.id.desc())
+                    .limit(1)
+                ).scalar_one_or_none()
+            )
+            device = device_class(agent)
+            link_anonymous_id(self.conn, self.clock, anonymous_id, contact_id, device=device)
+            self.anonymous[anonymous_id] = contact_id
+
+    def _known(self, message: SegmentMessage) -> int | None:
+        """The contact of a behaviour call: by userId (created if new), else by the browser."""
+        if message.userId:
+            found = self.users.get(message.userId)
+            return found if found is not None else self._for_new_user(message, None, None)
+        if message.anonymousId:
+            return self.anonymous.get(message.anonymousId)
+        return None
+
+    def _adoptable(self, contact_id: int, user_id: str | None, email: str | None) -> bool:
+        """May the contact already linked to this browser take this userId / email?
+        Not when it holds a different one: then it is another person on a shared device."""
+        row = self.conn.execute(
+            select(contacts.c.email, contacts.c.external_id).where(contacts.c.id == contact_id)
+        ).one()
+        return (user_id is None or row.external_id in (None, user_id)) and (
+            email is None or row.email in (None, email)
+        )
+
+    def _for_new_user(
+        self, message: SegmentMessage, email: str | None, changes: ContactChanges | None
+    ) -> int:
+        """Contact for a userId / email not known yet: the browser's contact when it can take
+        them, else a new contact."""
+        user_id = message.userId
+        browser = self.anonymous.get(message.anonymousId) if message.anonymousId else None
+        if browser is not None and self._adoptable(browser, user_id, email):
+            update_contact(
+                self.conn, self.clock, browser, changes or ContactChanges(),
+                email=email, external_id=user_id,
+            )  # fmt: skip
+            contact_id = browser
+        else:
+            result = upsert_contact(
+                self.conn, self.clock, email=email, external_id=user_id,
+                changes=changes, source_kind="ingest",
+            )  # fmt: skip
+            contact_id = result.contact_id
+            self.created += int(result.created)
+        if user_id:
+            self.users[user_id] = contact_id
+        return contact_id
+
+    def _identify(
+        self, message: SegmentMessage, email: str | None, changes: ContactChanges | None
+    ) -> int | None:
+        if not message.userId and not email:
+            # traits about an anonymous browser: only kept when it is already a contact's
+            browser = self.anonymous.get(message.anonymousId) if message.anonymousId else None
+            if browser is not None and changes is not None:
+                update_contact(self.conn, self.clock, browser, changes)
+            return browser
+        target = self.users.get(message.userId) if message.userId else None
+        if target is None and email:
+            target = self.emails.get(email)
+        if target is None:
+            target = self._for_new_user(message, email, changes)
+            if email:
+                self.emails[email] = target
+            return target
+        update_contact(
+            self.conn, self.clock, target, changes or ContactChanges(),
+            email=email, external_id=message.userId,
+        )  # fmt: skip
+        if message.userId:
+            self.users[message.userId] = target
+        return target
+
+    def _alias(self, message: SegmentMessage, user_agent: str | None) -> int:
+        """previousId (an anonymous id or an older userId) is the same person as userId.
+        Two contacts that are both known stay apart: merging them is a deliberate act."""
+        previous = message.previousId or ""
+        previous_user = self.users.get(previous)
+        browser = self.anonymous.get(previous)
+        target = self.users.get(message.userId or "")
+        if target is None:
+            source = previous_user if previous_user is not None else browser
+            if source is not None and self._adoptable(source, message.userId, None):
+                update_contact(
+                    self.conn, self.clock, source, ContactChanges(), external_id=message.userId
+                )
+                target = source
+                self.users[message.userId or ""] = source
+            else:
+                target = self._for_new_user(message, None, None)
+        if previous_user is None or previous_user == target:
+            self._link(previous, target, user_agent)
+            if previous_user is None:
+                add_identity(self.conn, self.clock, "user_id", previous, target)
+                self.users[previous] = target
+        return target
+
+
+def upsert_account(conn: Connection, clock: Clock, group_id: str, traits: dict[str, Any]) -> int:
+    """The account of a Segment groupId, created or updated from the group traits (name,
+    website / domain, industry, employees). A domain another account holds is not moved."""
+    domain = _domain(traits.get("domain") or traits.get("website"))
+    values: dict[str, Any] = {}
+    if isinstance(traits.get("name"), str) and traits["name"].strip():
+        values["name"] = traits["name"].strip()
+    if isinstance(traits.get("industry"), str):
+        values["industry"] = traits["industry"]
+    employees = traits.get("employees")
+    if isinstance(employees, int | str) and str(employees).strip().isdigit():
+        values["employees"] = int(str(employees).strip())
+    now = clock.now()
+    found = conn.execute(
+        select(accounts.c.id).where(accounts.c.external_id == group_id)
+    ).scalar_one_or_none()
+    if found is None and domain:
+        found = conn.execute(
+            select(accounts.c.id).where(accounts.c.domain == domain)
+        ).scalar_one_or_none()
+        values["external_id"] = group_id
+    elif domain:
+        values["domain"] = domain
+    if found is None:
+        row = {"name": group_id, "custom": {}, "domain": domain, **values}
+        row.update(external_id=group_id, created_at=now, updated_at=now)
+        try:
+            with conn.begin_nested():
+                created = insert(accounts).values(**row).returning(accounts.c.id)
+                return int(conn.execute(created).scalar_one())
+        except IntegrityError:
+            # created by a concurrent request: update that one below
+            found = conn.execute(
+                select(accounts.c.id).where(accounts.c.external_id == group_id)
+            ).scalar_one()
+    statement = update(accounts).where(accounts.c.id == found)
+    try:
+        with conn.begin_nested():
+            conn.execute(statement.values(**values, updated_at=now))
+    except IntegrityError:
+        # the domain or groupId is another account's already: keep the other changes
+        values.pop("domain", None)
+        values.pop("external_id", None)
+        conn.execute(statement.values(**values, updated_at=now))
+    return int(found)
+
+
+def _domain(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().lower()
+    text = text.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    return text.removeprefix("www.") or None

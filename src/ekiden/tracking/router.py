@@ -1,0 +1,172 @@
+"""The Segment HTTP Tracking API: ``POST /v1/identify|track|page|screen|group|alias|batch``.
+
+The write key comes as the HTTP Basic user name (Segment's and RudderStack's server SDKs) or
+as ``writeKey`` in the JSON body (analytics.js, ``navigator.sendBeacon``). Bodies may be
+``application/json`` or ``text/plain`` (what sendBeacon can send without a CORS preflight)
+and gzip-compressed. The body is read with a hard cap: nothing larger than the limit is ever
+buffered, before or after decompression.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
+
+from ekiden.auth.keys import find_key
+from ekiden.errors import EkidenError, Malformed, TooLarge, Unauthorized
+from ekiden.tracking.ingest import IngestResult, ingest_messages, is_retryable, read_envelope
+from ekiden.web.deps import AppContext, basic_username, get_ctx
+from ekiden.web.errors import error_response
+
+KINDS = ("identify", "track", "page", "screen", "group", "alias", "batch")
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding",
+    "Access-Control-Max-Age": "86400",
+}
+_SUCCESS = b'{"success":true}'
+RETRIES = 5
+
+router = APIRouter(tags=["tracking"])
+
+
+class UnsupportedMediaType(EkidenError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+def _limit_text(kind: str, limit: int) -> str:
+    which = "batch" if kind == "batch" else "per-event"
+    return f"the {limit // 1024} KB {which} limit ({limit:,} bytes)"
+
+
+async def read_capped_body(request: Request, *, limit: int, kind: str) -> bytes:
+    """The request body, decompressed; TooLarge as soon as it exceeds ``limit`` bytes."""
+    too_large = TooLarge(
+        f"the request body is larger than {_limit_text(kind, limit)}",
+        code="batch_too_large" if kind == "batch" else "event_too_large",
+        details={"limit": limit},
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", ""):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if encoding != "gzip":
+        return data
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        plain = inflater.decompress(data, limit + 1)
+    except zlib.error:
+        raise Malformed("the body is not valid gzip data") from None
+    if len(plain) > limit or inflater.unconsumed_tail:
+        raise too_large
+    if not inflater.eof:
+        raise Malformed("the gzip body is truncated")
+    return plain
+
+
+def _check_media_type(request: Request) -> None:
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media not in ("application/json", "text/plain", ""):
+        raise UnsupportedMediaType(
+            f"Content-Type {media!r} is not accepted; send application/json or text/plain JSON"
+        )
+
+
+def _store(
+    ctx: AppContext, kind: str, key: str | None, data: Any, request: Request, *, beacon: bool
+) -> IngestResult:
+    """Check the key, then unwrap and ingest the body in one transaction."""
+    if not key and isinstance(data, dict) and isinstance(data.get("writeKey"), str):
+        key = data["writeKey"]
+    if not key:
+        raise Unauthorized(
+            "a write key is required: send it as the HTTP Basic user name "
+            "or as writeKey in the JSON body"
+        )
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return _store_once(ctx, kind, key, data, request, beacon=beacon)
+        except DBAPIError as exc:
+            # PostgreSQL aborts one of two batches that wait on each other's rows (a
+            # deadlock); the aborted one left nothing behind and simply runs again.
+            if attempt == RETRIES or not is_retryable(exc):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _store_once(
+    ctx: AppContext, kind: str, key: str, data: Any, request: Request, *, beacon: bool
+) -> IngestResult:
+    client_ip = request.client.host if request.client else None
+    with ctx.engine.begin() as conn:
+        if find_key(conn, key) is None:
+            raise Unauthorized("the write key is unknown or revoked")
+        envelope = read_envelope(data, kind=kind)
+        return ingest_messages(
+            conn,
+            ctx.clock,
+            ctx.settings,
+            envelope.messages,
+            request_ip=client_ip,
+            source="browser" if beacon else "api",
+            sent_at=envelope.sent_at,
+            # a beacon comes from the visitor's own browser; an SDK's agent is not theirs
+            request_user_agent=request.headers.get("user-agent") if beacon else None,
+        )
+
+
+async def _ingest(kind: str, request: Request) -> Response:
+    ctx = get_ctx(request)
+    settings = ctx.settings
+    limit = settings.max_batch_bytes if kind == "batch" else settings.max_event_bytes
+    try:
+        _check_media_type(request)
+        key = basic_username(request)
+        body = await read_capped_body(request, limit=limit, kind=kind)
+        try:
+            data: Any = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise Malformed(f"the request body is not valid JSON: {exc}") from None
+        beacon = request.headers.get("content-type", "").lower().startswith("text/plain")
+        await run_in_threadpool(_store, ctx, kind, key, data, request, beacon=beacon)
+    except EkidenError as exc:
+        response = error_response(exc.status, exc.code, exc.message, exc.details)
+        response.headers.update(CORS_HEADERS)
+        return response
+    return Response(_SUCCESS, media_type="application/json", headers=CORS_HEADERS)
+
+
+def _endpoint(kind: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return await _ingest(kind, request)
+
+    endpoint.__name__ = f"ingest_{kind}"
+    endpoint.__doc__ = f'Segment-compatible `{kind}` call. Answers {{"success": true}}.'
+    return endpoint
+
+
+async def preflight(request: Request) -> Response:
+    """CORS preflight for browsers posting to /v1/* from the tracked site."""
+    return Response(status_code=204, headers=CORS_HEADERS)
+
+
+for _kind in KINDS:
+    router.add_api_route(f"/v1/{_kind}", _endpoint(_kind), methods=["POST"])
+    router.add_api_route(f"/v1/{_kind}", preflight, methods=["OPTIONS"], include_in_schema=False)

@@ -1,0 +1,130 @@
+"""The background worker: everything that happens because time passed or data changed.
+
+Each step is a function a test can call directly; ``run_once`` does all that is due now,
+``run_forever`` repeats it. Work is claimed through the database, so any number of workers
+may run (PostgreSQL: row locks and SKIP LOCKED; SQLite: one writer at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+
+from ekiden.clock import Clock
+from ekiden.config import Settings
+from ekiden.segments.dirty import claim_dirty
+from ekiden.segments.models import Refreshed
+from ekiden.segments.service import rebuild_due, refresh_contacts, refresh_time_dependent
+
+log = logging.getLogger("ekiden.worker")
+
+
+@dataclass
+class WorkReport:
+    segments_rebuilt: int = 0
+    contacts_refreshed: int = 0
+    entered: int = 0
+    exited: int = 0
+
+    def add(self, done: Refreshed) -> None:
+        self.entered += done.entered
+        self.exited += done.exited
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.segments_rebuilt or self.contacts_refreshed)
+
+
+@dataclass
+class Worker:
+    engine: Engine
+    clock: Clock
+    settings: Settings
+    batch_size: int = 500
+    time_refresh_every: timedelta = timedelta(minutes=10)
+    _last_time_refresh: datetime | None = field(default=None, init=False)
+
+    def rebuild_changed_segments(self) -> Refreshed:
+        with self.engine.begin() as conn:
+            return rebuild_due(conn, self.clock, self.settings.zone)
+
+    def refresh_dirty_batch(self) -> Refreshed:
+        """Claim one batch of changed contacts and refresh their memberships."""
+        with self.engine.begin() as conn:
+            ids = claim_dirty(conn, self.batch_size)
+            return refresh_contacts(conn, self.clock, ids, self.settings.zone)
+
+    def refresh_time_windows(self, *, force: bool = False) -> Refreshed:
+        now = self.clock.now()
+        due = self._last_time_refresh is None or now - self._last_time_refresh >= (
+            self.time_refresh_every
+        )
+        if not (due or force):
+            return Refreshed()
+        with self.engine.begin() as conn:
+            done = refresh_time_dependent(conn, self.clock, self.settings.zone)
+        self._last_time_refresh = now
+        return done
+
+    def run_once(self) -> WorkReport:
+        """Do everything that is due now, then return what was done."""
+        report = WorkReport()
+        rebuilt = self.rebuild_changed_segments()
+        report.segments_rebuilt += rebuilt.segments
+        report.add(rebuilt)
+        report.add(self.refresh_time_windows())
+        while True:
+            done = self.refresh_dirty_batch()
+            if not done.contacts:
+                break
+            report.contacts_refreshed += done.contacts
+            report.add(done)
+        return report
+
+    def run_forever(self, stop: threading.Event, *, idle_sleep: float = 0.2) -> None:
+        """Poll until ``stop`` is set; errors are logged and retried, never fatal."""
+        while not stop.is_set():
+            try:
+                report = self.run_once()
+            except Exception:
+                log.exception("worker step failed; retrying")
+                report = WorkReport()
+                stop.wait(2.0)
+            if report.busy:
+                log.info(
+                    "refreshed %d contacts, rebuilt %d segments (+%d / -%d members)",
+                    report.contacts_refreshed,
+                    report.segments_rebuilt,
+                    report.entered,
+                    report.exited,
+                )
+            else:
+                stop.wait(idle_sleep)
+
+
+def start_in_thread(worker: Worker) -> tuple[threading.Thread, threading.Event]:
+    """Run ``worker`` in a daemon thread (``ekiden run``); set the event to stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    return thread, stop
+
+
+def wait_until_idle(worker: Worker, *, timeout: float = 30.0) -> WorkReport:
+    """Run until a pass finds nothing to do (tests, benchmarks)."""
+    deadline = time.monotonic() + timeout
+    total = WorkReport()
+    while time.monotonic() < deadline:
+        report = worker.run_once()
+        total.contacts_refreshed += report.contacts_refreshed
+        total.segments_rebuilt += report.segments_rebuilt
+        total.entered += report.entered
+        total.exited += report.exited
+        if not report.busy:
+            return total
+    raise TimeoutError("the worker still had work after the timeout")
