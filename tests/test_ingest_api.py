@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import gzip
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
+from tests.conftest import LiveServer
 
 from ekiden.clock import FrozenClock
 from ekiden.contacts.customfields import CustomFieldDefinition, define_field
@@ -499,3 +502,38 @@ def test_every_endpoint_answers_like_segment(api: TestClient, engine: Engine) ->
     kinds = [e.type for e in all_events(engine)]
     assert kinds == ["identify", "Signed Up", "page", "screen", "group", "alias"]
     assert len({e.contact_id for e in all_events(engine)}) == 1
+
+
+def test_concurrent_batches_about_the_same_people_all_succeed(
+    live_server: LiveServer, ingest_key: str, engine: Engine
+) -> None:
+    """Batches that create and link the same contacts in different orders, posted at once:
+    none may fail (PostgreSQL would otherwise deadlock) and every event is stored once."""
+
+    def batch(offset: int) -> list[dict[str, Any]]:
+        people = [(offset + n) % 12 for n in range(12)]
+        return [
+            {
+                "type": "identify",
+                "userId": f"u{p}",
+                "anonymousId": f"a{p}",
+                "messageId": f"m{offset}-{p}",
+                "traits": {"email": f"p{p}@example.jp"},
+            }
+            for p in people
+        ]
+
+    answers: list[int] = []
+
+    def post(offset: int) -> None:
+        with httpx.Client(base_url=live_server.url, auth=(ingest_key, "")) as http:
+            answers.append(http.post("/v1/batch", json={"batch": batch(offset)}).status_code)
+
+    threads = [threading.Thread(target=post, args=(offset,)) for offset in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [200] * 8
+    assert count(engine, events) == 8 * 12
+    assert count(engine, contacts) == 12

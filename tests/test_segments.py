@@ -307,3 +307,24 @@ def test_cli_refresh_and_worker_once_with_simulated_time(
     listed = runner.invoke(cli_app, ["segments", "list"])
     assert listed.exit_code == 0
     assert "hot" in listed.output
+
+
+def test_merge_keeps_list_memberships_and_reevaluates_segments(
+    engine: Engine, clock: FrozenClock, admin: TestClient, worker: Worker
+) -> None:
+    winner = person(engine, clock, "w@example.jp", job_title="部長")
+    loser = person(engine, clock, "l@example.jp")
+    visit(engine, clock, winner, "/pricing")
+    visit(engine, clock, loser, "/pricing")  # the loser's visit completes the winner's pair
+    admin.post("/api/lists", json={"slug": "expo", "name": "展示会"})
+    admin.post("/api/lists/expo/members", json={"contact_ids": [loser]})
+    admin.post("/api/segments", json={"slug": "hot", "name": "hot", "filter": BUCHO_PRICING})
+    admin.post("/api/segments", json={"slug": "everyone", "name": "all", "filter": {"all": []}})
+    assert members(engine, "hot", admin) == set()
+    merged = admin.post("/api/contacts/merge", json={"winner_id": winner, "loser_id": loser})
+    assert merged.status_code == 200, merged.text
+    worker.run_once()
+    assert members(engine, "hot", admin) == {"w@example.jp"}
+    assert admin.get("/api/lists/expo/members").json()["items"][0]["id"] == winner
+    assert admin.get("/api/segments/everyone").json()["member_count"] == 1
+    assert members(engine, "everyone", admin) == {"w@example.jp"}

@@ -20,6 +20,7 @@ from ekiden.clock import Clock
 from ekiden.contacts.service import contact_not_found
 from ekiden.contacts.tables import consents, contacts
 from ekiden.errors import Invalid
+from ekiden.segments.dirty import mark_dirty
 
 ConsentStatus = Literal["granted", "withdrawn"]
 CONSENT_STATUSES = ("granted", "withdrawn")
@@ -71,6 +72,7 @@ def record_consent(
     ).rowcount
     if not changed:
         raise contact_not_found(conn, contact_id)
+    mark_dirty(conn, clock, [contact_id])
     values: dict[str, Any] = {
         "contact_id": contact_id,
         "channel": "email",
@@ -117,6 +119,7 @@ def unsubscribe(
     conn.execute(
         update(contacts).where(contacts.c.id == contact_id).values(unsubscribed_at=clock.now())
     )
+    mark_dirty(conn, clock, [contact_id])
     record_consent(
         conn,
         clock,
@@ -138,6 +141,7 @@ def resubscribe(conn: Connection, clock: Clock, contact_id: int) -> None:
         .where(contacts.c.id == contact_id)
         .values(unsubscribed_at=None, updated_at=clock.now())
     )
+    mark_dirty(conn, clock, [contact_id])
 
 
 def suppress(conn: Connection, clock: Clock, contact_id: int, *, reason: str) -> None:
@@ -155,6 +159,7 @@ def suppress(conn: Connection, clock: Clock, contact_id: int, *, reason: str) ->
             updated_at=now,
         )
     )
+    mark_dirty(conn, clock, [contact_id])
 
 
 def unsuppress(conn: Connection, clock: Clock, contact_id: int) -> None:
@@ -165,6 +170,7 @@ def unsuppress(conn: Connection, clock: Clock, contact_id: int) -> None:
         .where(contacts.c.id == contact_id)
         .values(suppressed_at=None, suppression_reason=None, updated_at=clock.now())
     )
+    mark_dirty(conn, clock, [contact_id])
 
 
 def _live_row(conn: Connection, contact_id: int) -> Any:

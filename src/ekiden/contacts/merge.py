@@ -35,6 +35,7 @@ from ekiden.contacts.models import STANDARD_FIELDS
 from ekiden.contacts.service import contact_not_found, get_contact, live_contact_id
 from ekiden.contacts.tables import consents, contact_merges, contact_tags, contacts, identities
 from ekiden.errors import Conflict, Invalid
+from ekiden.segments.dirty import mark_dirty
 from ekiden.tracking.events import reassign_contact_events
 
 
@@ -113,6 +114,7 @@ def merge_contacts(
         step(ctx)
     ctx.winner_updates["updated_at"] = clock.now()
     conn.execute(update(contacts).where(contacts.c.id == winner_id).values(**ctx.winner_updates))
+    mark_dirty(conn, clock, [winner_id])  # segments look at the merged contact again
     return MergeResult(winner_id, loser_id, merge_id, dict(ctx.moved))
 
 
@@ -239,3 +241,46 @@ def keep_most_restrictive_flags(ctx: MergeContext) -> None:
         at, reason = min(suppressed, key=lambda pair: pair[0])
         ctx.winner_updates["suppressed_at"] = at
         ctx.winner_updates["suppression_reason"] = reason
+
+
+@merge_step
+def move_memberships(ctx: MergeContext) -> None:
+    """Static lists: the winner is on every list either was on. Dynamic segments: the
+    loser's memberships end; the winner is re-evaluated with the merged history."""
+    from ekiden.segments.tables import list_members, segment_members, segments
+
+    dialect = postgresql if ctx.conn.dialect.name == "postgresql" else sqlite
+    rows = ctx.conn.execute(
+        select(list_members.c.list_id, list_members.c.added_at, list_members.c.source).where(
+            list_members.c.contact_id == ctx.loser_id
+        )
+    ).all()
+    if rows:
+        ctx.conn.execute(
+            dialect.insert(list_members).on_conflict_do_nothing(
+                index_elements=["list_id", "contact_id"]
+            ),
+            [
+                {"list_id": r.list_id, "contact_id": ctx.winner_id, "added_at": r.added_at,
+                 "source": r.source}
+                for r in rows
+            ],
+        )  # fmt: skip
+    ctx.conn.execute(delete(list_members).where(list_members.c.contact_id == ctx.loser_id))
+    left = (
+        ctx.conn.execute(
+            delete(segment_members)
+            .where(segment_members.c.contact_id == ctx.loser_id)
+            .returning(segment_members.c.segment_id)
+        )
+        .scalars()
+        .all()
+    )
+    if left:
+        ctx.conn.execute(
+            update(segments)
+            .where(segments.c.id.in_(left))
+            .values(member_count=segments.c.member_count - 1)
+        )
+    if rows:
+        ctx.moved["lists"] = len(rows)

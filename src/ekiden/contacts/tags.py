@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ekiden.clock import Clock
 from ekiden.contacts.tables import contact_tags, contacts
 from ekiden.errors import Invalid
+from ekiden.segments.dirty import mark_dirty
 
 MAX_TAG_LENGTH = 100
 
@@ -82,3 +83,4 @@ def tags_of(conn: Connection, contact_id: int) -> list[str]:
 def _touch(conn: Connection, clock: Clock, contact_id: int) -> None:
     # A tag change is a change of the contact: `updated_since` searches must see it.
     conn.execute(update(contacts).where(contacts.c.id == contact_id).values(updated_at=clock.now()))
+    mark_dirty(conn, clock, [contact_id])

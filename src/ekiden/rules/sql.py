@@ -61,6 +61,9 @@ class SqlEnv:
     now: datetime
     zone: ZoneInfo
     dialect: str  # "sqlite" | "postgresql"
+    # evaluating for these contacts only (incremental refresh): behaviour subqueries then
+    # read just their events through the (contact_id, occurred_at) index
+    only: tuple[int, ...] | None = None
 
 
 def compile_filter(flt: Filter, env: SqlEnv) -> ColumnElement[bool]:
@@ -249,7 +252,7 @@ def _window_start(cond: EventCondition | EmailEngagementCondition, env: SqlEnv) 
 def event_matches(cond: EventCondition, env: SqlEnv) -> list[ColumnElement[bool]]:
     """The WHERE terms selecting the events ``cond`` counts (any contact)."""
     terms: list[ColumnElement[bool]] = [
-        events.c.contact_id.is_not(None),
+        events.c.contact_id.is_not(None) if env.only is None else events.c.contact_id.in_(env.only),
         events.c.type == cond.event,
         events.c.occurred_at <= env.now,
     ]
@@ -286,7 +289,7 @@ def _epoch(expr: Any, env: SqlEnv) -> Any:
 def _engagement(cond: EmailEngagementCondition, env: SqlEnv) -> ColumnElement[bool]:
     send_id = _json_typed(events.c.properties, ["send_id"], "string", env)
     delivered_terms = [
-        events.c.contact_id.is_not(None),
+        events.c.contact_id.is_not(None) if env.only is None else events.c.contact_id.in_(env.only),
         events.c.type == "email_delivered",
         send_id.is_not(None),
         events.c.occurred_at <= env.now,

@@ -10,7 +10,7 @@ fresh membership. Each change of membership is also an event (``segment_entered`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -320,7 +320,7 @@ def refresh_contacts(
     total = Refreshed(contacts=len(contact_ids))
     if not contact_ids:
         return total
-    env = _env(conn, clock, zone)
+    env = replace(_env(conn, clock, zone), only=tuple(contact_ids))
     built = set(
         conn.execute(
             select(segments.c.id).where(

@@ -7,11 +7,12 @@ a contact is created only for a userId or an email.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ekiden.clock import Clock
@@ -102,6 +103,35 @@ def touch_last_seen_many(conn: Connection, seen: dict[int, datetime]) -> None:
     # in id order, so two batches touching the same contacts lock them in the same order
     rows = [{"contact": c, "moment": seen[c]} for c in sorted(seen)]
     conn.execute(statement, rows)
+
+
+_LOCK_SPACE = 0x45_4B_00_00  # advisory lock numbers of identity buckets: 'EK' << 16 + bucket
+_LOCK_BUCKETS = 4096
+
+
+def lock_identities(conn: Connection, messages: Sequence[SegmentMessage]) -> None:
+    """On PostgreSQL, take transaction-scoped advisory locks on the identities this batch may
+    write (ids of identify / group / alias calls and of calls with a userId), in one
+    statement and in ascending order. Two batches about the same people then run one after
+    the other instead of deadlocking on contacts and identities rows. Ids are hashed into a
+    fixed number of buckets so a batch holds at most that many locks."""
+    if conn.dialect.name != "postgresql":
+        return  # SQLite transactions already run one at a time (BEGIN IMMEDIATE)
+    buckets: set[int] = set()
+    for m in messages:
+        if m.type in ("track", "page", "screen") and not m.userId:
+            continue
+        email = m.traits.get("email") if m.type == "identify" else None
+        for key in (m.userId, m.anonymousId, m.previousId, email):
+            if isinstance(key, str) and key:
+                digest = hashlib.blake2b(key.strip().lower().encode(), digest_size=4).digest()
+                buckets.add(int.from_bytes(digest) % _LOCK_BUCKETS)
+    if buckets:
+        numbers = [_LOCK_SPACE + b for b in sorted(buckets)]
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+            {"keys": numbers},
+        )
 
 
 class IdentityResolver:

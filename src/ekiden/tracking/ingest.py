@@ -25,7 +25,7 @@ from ekiden.contacts.models import ContactChanges
 from ekiden.errors import EkidenError, Invalid, Malformed, TooLarge
 from ekiden.tracking.dwell import DWELL_EVENT, dwell_details
 from ekiden.tracking.events import EVENT_SOURCES, NewEvent, record_events
-from ekiden.tracking.identify import IdentityResolver, touch_last_seen_many
+from ekiden.tracking.identify import IdentityResolver, lock_identities, touch_last_seen_many
 from ekiden.tracking.machine import machine_reason
 from ekiden.tracking.segment import SegmentMessage, page_details, split_traits
 from ekiden.tracking.tables import events
@@ -221,6 +221,7 @@ def ingest_messages(
     if source not in EVENT_SOURCES:
         raise ValueError(f"unknown event source {source}")
     prepared = prepare_messages(conn, settings, messages)
+    lock_identities(conn, [p.message for p in prepared])
     ids = [p.message.messageId for p in prepared if p.message.messageId]
     stored = _stored_message_ids(conn, ids) if ids else set()
     fresh: list[Prepared] = []
