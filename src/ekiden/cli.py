@@ -165,6 +165,59 @@ def run(
         stop.set()
 
 
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    visitors: Annotated[int, typer.Option(min=10, help="Simulated website visitors.")] = 300,
+    weeks: Annotated[int, typer.Option(min=1, max=52, help="Weeks of simulated traffic.")] = 8,
+    build_only: Annotated[
+        bool, typer.Option("--build-only", help="Build the demo data, then exit.")
+    ] = False,
+) -> None:
+    """Build a realistic demo on the embedded database (once) and serve it with the worker.
+
+    Uses EKIDEN_DATABASE_URL when set, otherwise the SQLite file ekiden-demo.db.
+    """
+    import os
+
+    import uvicorn
+
+    from ekiden.demo.run import announce, build, is_built, keys
+    from ekiden.demo.site import demo_router
+    from ekiden.web.app import create_app
+    from ekiden.worker import Worker, start_in_thread
+
+    overrides = (
+        {}
+        if os.environ.get("EKIDEN_DATABASE_URL")
+        else {"database_url": "sqlite:///ekiden-demo.db"}
+    )
+    try:
+        settings = load_settings(base_url=f"http://{host}:{port}", **overrides)
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    ensure_schema(settings)
+    engine = create_db_engine(settings.database_url)
+    if not is_built(engine):
+        build(engine, settings, visitors=visitors, weeks=weeks)
+    else:
+        err.print("the demo data exists already; delete ekiden-demo.db to build it anew")
+    admin_key, ingest_key = keys(engine)
+    if build_only:
+        sys.stdout.write(f"admin key: {admin_key}\ningest key: {ingest_key}\n")
+        return
+    clock = SystemClock()
+    web = create_app(settings, engine=engine, clock=clock)
+    web.include_router(demo_router(ingest_key))
+    _, stop = start_in_thread(Worker(engine, clock, settings))
+    announce(settings, host, port, admin_key, ingest_key)
+    try:
+        uvicorn.run(web, host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+
+
 @apikey_app.command("create")
 def apikey_create(
     scope: Annotated[str, typer.Option(help="ingest (write events only) or admin.")],

@@ -51,6 +51,9 @@ def _create(url: str, **kwargs: Any) -> Engine:
         # transaction starts with BEGIN IMMEDIATE (no upgrade deadlocks between writers).
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    # PostgreSQL's JIT triggers on cost estimates of correlated segment queries and costs
+    # far more (hundreds of ms compiling) than the queries themselves take.
+    kwargs.setdefault("connect_args", {"options": "-c jit=off"})
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)

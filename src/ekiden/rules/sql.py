@@ -66,10 +66,22 @@ class SqlEnv:
     only: tuple[int, ...] | None = None
 
 
+_BEHAVIOUR = (EventCondition, EmailEngagementCondition)
+
+
 def compile_filter(flt: Filter, env: SqlEnv) -> ColumnElement[bool]:
     """A WHERE clause over ``contacts`` selecting the contacts that match ``flt``."""
     if isinstance(flt, All):
-        return and_(true(), *(compile_filter(sub, env) for sub in flt.all))
+        # AND is commutative: cheap conditions on the contact row go first, and when there
+        # are any, event counts are correlated per remaining contact (index on contact_id)
+        # instead of grouping every matching event of the population.
+        plain = [sub for sub in flt.all if not isinstance(sub, _BEHAVIOUR)]
+        behaviour = [sub for sub in flt.all if isinstance(sub, EventCondition)]
+        other = [sub for sub in flt.all if isinstance(sub, EmailEngagementCondition)]
+        terms = [compile_filter(sub, env) for sub in plain]
+        terms += [_event(sub, env, correlated=bool(plain)) for sub in behaviour]
+        terms += [compile_filter(sub, env) for sub in other]
+        return and_(true(), *terms)
     if isinstance(flt, AnyOf):
         return or_(false(), *(compile_filter(sub, env) for sub in flt.any))
     if isinstance(flt, Not):
@@ -265,8 +277,19 @@ def event_matches(cond: EventCondition, env: SqlEnv) -> list[ColumnElement[bool]
     return terms
 
 
-def _event(cond: EventCondition, env: SqlEnv) -> ColumnElement[bool]:
+def _event(cond: EventCondition, env: SqlEnv, *, correlated: bool = False) -> ColumnElement[bool]:
     measure = func.sum(func.coalesce(events.c.dwell_ms, 0)) if cond.sum else func.count(events.c.id)
+    if correlated:
+        total = func.coalesce(
+            select(measure)
+            .where(events.c.contact_id == contacts.c.id, *event_matches(cond, env)[1:])
+            .scalar_subquery(),
+            0,
+        )
+        bounds = [total >= cond.lower] if cond.lower > 0 else []
+        if cond.max is not None:
+            bounds.append(total <= cond.max)
+        return and_(true(), *bounds)
     base = (
         select(events.c.contact_id).where(*event_matches(cond, env)).group_by(events.c.contact_id)
     )

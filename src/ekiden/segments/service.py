@@ -209,14 +209,18 @@ def _apply(
         member_scope.append(segment_members.c.contact_id.in_(only))
     matching = select(contacts.c.id).where(*scope, compile_filter(segment.flt, env))
     current = select(segment_members.c.contact_id).where(*member_scope)
-    entered = list(conn.execute(matching.where(contacts.c.id.not_in(current))).scalars())
-    exited = list(
-        conn.execute(current.where(segment_members.c.contact_id.not_in(matching))).scalars()
-    )
-    if entered:
+    # evaluate the filter once; the diff against stored membership is done here
+    now_in = set(conn.execute(matching).scalars())
+    was_in = set(conn.execute(current).scalars())
+    entered = sorted(now_in - was_in)
+    exited = sorted(was_in - now_in)
+    for start in range(0, len(entered), 5000):
         conn.execute(
             insert(segment_members),
-            [{"segment_id": segment.id, "contact_id": c, "entered_at": now} for c in entered],
+            [
+                {"segment_id": segment.id, "contact_id": c, "entered_at": now}
+                for c in entered[start : start + 5000]
+            ],
         )
     if exited:
         for start in range(0, len(exited), 5000):

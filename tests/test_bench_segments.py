@@ -1,0 +1,31 @@
+"""`ekiden bench segments` at a small size: it runs, compares equal sets and prints figures."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from ekiden.cli import app
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_segments_benchmark_runs_small(backend: str, tmp_path: object) -> None:
+    if backend == "postgres":
+        url = os.environ.get("EKIDEN_TEST_POSTGRES_URL")
+        if not url:
+            pytest.skip("EKIDEN_TEST_POSTGRES_URL is not set")
+    else:
+        url = "sqlite:///bench.db"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "segments", "--contacts", "5000", "--events", "50000", "--repeat", "2",
+         "--samples", "5", "--database-url", url],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "members" in result.output
+    assert "median" in result.output
+    assert "freshness" in result.output
+    assert "0 missed" in result.output
