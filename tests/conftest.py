@@ -186,9 +186,7 @@ def stored(engine: Engine) -> Callable[[], dict[str, list[tuple[object, ...]]]]:
     def snapshot() -> dict[str, list[tuple[object, ...]]]:
         with engine.connect() as conn:
             return {
-                table.name: sorted(
-                    (tuple(row) for row in conn.execute(table.select())), key=repr
-                )
+                table.name: sorted((tuple(row) for row in conn.execute(table.select())), key=repr)
                 for table in metadata.sorted_tables
             }
 
