@@ -328,3 +328,34 @@ def test_merge_keeps_list_memberships_and_reevaluates_segments(
     assert admin.get("/api/lists/expo/members").json()["items"][0]["id"] == winner
     assert admin.get("/api/segments/everyone").json()["member_count"] == 1
     assert members(engine, "everyone", admin) == {"w@example.jp"}
+
+
+def test_list_members_from_a_shift_jis_csv(
+    engine: Engine, clock: FrozenClock, admin: TestClient
+) -> None:
+    person(engine, clock, "a@example.jp")
+    person(engine, clock, "b@example.jp")
+    admin.post("/api/lists", json={"slug": "expo", "name": "展示会"})
+    data = (
+        "氏名,メールアドレス\r\n山田 太郎,a@example.jp\r\n"
+        "鈴木 花子,nobody@example.jp\r\n,B@EXAMPLE.JP\r\n"
+    )
+    response = admin.post(
+        "/api/lists/expo/members.csv",
+        content=data.encode("cp932"),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "changed": 1,
+        "unknown_emails": ["nobody@example.jp", "B@EXAMPLE.JP"],
+        "unknown_lines": [3, 4],
+    }
+    no_column = admin.post("/api/lists/expo/members.csv", content=b"name\nx\n")
+    assert no_column.status_code == 422
+    assert "email column" in no_column.json()["error"]["message"]
+    removed = admin.post(
+        "/api/lists/expo/members.csv?remove=true", content=b"email\na@example.jp\n"
+    )
+    assert removed.json()["changed"] == 1
+    assert admin.get("/api/lists/expo").json()["member_count"] == 0

@@ -140,3 +140,22 @@ def remove_members(conn: Connection, clock: Clock, slug: str, contact_ids: Seque
         )
     mark_dirty(conn, clock, wanted)
     return removed
+
+
+def emails_from_csv(data: bytes) -> list[tuple[int, str]]:
+    """(line, email) for every row of a CSV file with an email column (UTF-8 or Shift_JIS,
+    English or Japanese header). Invalid naming the problem when there is no such column."""
+    from ekiden.contacts.importer_csv import decode_csv, read_records
+    from ekiden.contacts.importer_mapping import automatic_target
+
+    header, rows = read_records(decode_csv(data).text)
+    column = next(
+        (i for i, name in enumerate(header.cells) if automatic_target(name, {}) == "email"), None
+    )
+    if column is None:
+        raise Invalid("the CSV has no email column (e.g. email, E-mail, メールアドレス)")
+    return [
+        (row.line, row.cells[column].strip())
+        for row in rows
+        if column < len(row.cells) and row.cells[column].strip()
+    ]

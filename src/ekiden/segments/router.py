@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ekiden.contacts.service import find_contact_id
-from ekiden.errors import Invalid
+from ekiden.errors import Invalid, TooLarge
 from ekiden.segments import lists as list_service
 from ekiden.segments import service
 from ekiden.segments.members import Member, member_page, members_csv
@@ -166,6 +166,59 @@ def add_list_members(
     ids, unknown = _resolve(conn, body)
     added = list_service.add_members(conn, ctx.clock, slug, ids, source="api") if ids else 0
     return MembersChanged(changed=added, unknown_emails=unknown)
+
+
+MAX_CSV_BYTES = 20 * 1024 * 1024
+
+
+class CsvMembersChanged(MembersChanged):
+    unknown_lines: list[int] = Field(default_factory=list, description="CSV lines not found")
+
+
+@router.post(
+    "/lists/{slug}/members.csv",
+    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+async def add_list_members_csv(
+    slug: str, request: Request, _: AdminKey, ctx: Ctx, remove: bool = False
+) -> CsvMembersChanged:
+    """Add (or with ``remove=true`` remove) the contacts of a CSV file's email column.
+    Addresses that are not contacts are reported with their line numbers."""
+    data = await read_limited(request, MAX_CSV_BYTES)
+    with ctx.engine.begin() as conn:
+        rows = list_service.emails_from_csv(data)
+        list_service.get_list(conn, slug)
+        ids: list[int] = []
+        unknown: list[str] = []
+        lines: list[int] = []
+        for line, email in rows:
+            try:
+                found = find_contact_id(conn, email=email)
+            except Invalid:
+                found = None
+            if found is None:
+                unknown.append(email)
+                lines.append(line)
+            else:
+                ids.append(found)
+        if remove:
+            changed = list_service.remove_members(conn, ctx.clock, slug, ids)
+        else:
+            changed = list_service.add_members(conn, ctx.clock, slug, ids, source="csv")
+    return CsvMembersChanged(changed=changed, unknown_emails=unknown, unknown_lines=lines)
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (413) without buffering it all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the file is larger than {limit // (1024 * 1024)} MB")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise TooLarge(f"the file is larger than {limit // (1024 * 1024)} MB")
+    return bytes(body)
 
 
 @router.post("/lists/{slug}/members/remove")
