@@ -14,8 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ekiden.clock import Clock
 from ekiden.contacts.importer_rows import Candidate, RowProblem
 from ekiden.contacts.models import STANDARD_FIELDS
-from ekiden.contacts.service import live_contact_id
-from ekiden.contacts.tables import consents, contact_tags, contacts, identities, imports
+from ekiden.contacts.service import contacts_by_identifier
+from ekiden.contacts.tables import consents, contact_tags, contacts, imports
 from ekiden.db.schema import UTCDateTime
 from ekiden.errors import NotFound
 from ekiden.tracking.events import NewEvent, record_events
@@ -52,29 +52,7 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
 
 def find_existing(conn: Connection, emails: Sequence[str]) -> dict[str, Existing]:
     """The live contact of each address that is known (also addresses absorbed by a merge)."""
-    ids: dict[str, int] = {}
-    for chunk in chunks(emails):
-        rows = conn.execute(
-            select(contacts.c.id, contacts.c.email, contacts.c.merged_into_id).where(
-                contacts.c.email.in_(chunk)
-            )
-        )
-        for row in rows:
-            # merge tombstones are rare: following them one by one is fine
-            live = row.id if row.merged_into_id is None else live_contact_id(conn, row.id)
-            if live is not None:
-                ids[row.email] = live
-        rest = [e for e in chunk if e not in ids]
-        if rest:
-            absorbed = conn.execute(
-                select(identities.c.value, identities.c.contact_id).where(
-                    identities.c.kind == "email", identities.c.value.in_(rest)
-                )
-            )
-            for identity in absorbed:
-                live = live_contact_id(conn, identity.contact_id)
-                if live is not None:
-                    ids[identity.value] = live
+    ids = contacts_by_identifier(conn, "email", emails)
     details: dict[int, Existing] = {}
     for id_chunk in chunks(sorted(set(ids.values()))):
         found = conn.execute(

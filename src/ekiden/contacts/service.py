@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -52,6 +52,40 @@ def find_contact_id(
             return live_contact_id(conn, found_id)
         return _identity_contact(conn, "email", address)
     return None
+
+
+def contacts_by_identifier(
+    conn: Connection, kind: Literal["email", "user_id"], values: Iterable[str]
+) -> dict[str, int]:
+    """The live contact of each known value (emails already normalised): the contacts column
+    first, then identifiers absorbed by a merge or an alias. One or two queries per 500."""
+    column = contacts.c.email if kind == "email" else contacts.c.external_id
+    wanted = sorted({v for v in values if v})
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = conn.execute(
+            select(contacts.c.id, column.label("value"), contacts.c.merged_into_id).where(
+                column.in_(chunk)
+            )
+        )
+        for row in rows:
+            # merge tombstones are rare: following them one by one is fine
+            live = row.id if row.merged_into_id is None else live_contact_id(conn, row.id)
+            if live is not None:
+                found[row.value] = live
+        missing = [v for v in chunk if v not in found]
+        if missing:
+            absorbed = conn.execute(
+                select(identities.c.value, identities.c.contact_id).where(
+                    identities.c.kind == kind, identities.c.value.in_(missing)
+                )
+            )
+            for identity in absorbed:
+                live = live_contact_id(conn, identity.contact_id)
+                if live is not None:
+                    found[identity.value] = live
+    return found
 
 
 def _identity_contact(conn: Connection, kind: str, value: str) -> int | None:

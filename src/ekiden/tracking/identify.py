@@ -19,74 +19,24 @@ from ekiden.clock import Clock
 from ekiden.contacts.identity import add_identity, contacts_for_anonymous_ids, link_anonymous_id
 from ekiden.contacts.models import ContactChanges
 from ekiden.contacts.service import (
-    live_contact_id,
+    contacts_by_identifier,
     update_contact,
     upsert_contact,
 )
-from ekiden.contacts.tables import accounts, contacts, identities
+from ekiden.contacts.tables import accounts, contacts
 from ekiden.tracking.machine import device_class
 from ekiden.tracking.segment import SegmentMessage
 from ekiden.tracking.tables import events
 
 
 def contacts_for_user_ids(conn: Connection, user_ids: Iterable[str]) -> dict[str, int]:
-    """Live contacts of these userIds (contacts.external_id, then ids absorbed by a merge
-    or an alias); one or two queries per 500 ids."""
-    wanted = list({u for u in user_ids if u})
-    found: dict[str, int] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        rows = conn.execute(
-            select(contacts.c.id, contacts.c.external_id, contacts.c.merged_into_id).where(
-                contacts.c.external_id.in_(chunk)
-            )
-        )
-        for row in rows:
-            live = row.id if row.merged_into_id is None else live_contact_id(conn, row.id)
-            if live is not None:
-                found[row.external_id] = live
-        missing = [u for u in chunk if u not in found]
-        if missing:
-            rows = conn.execute(
-                select(identities.c.value, identities.c.contact_id).where(
-                    identities.c.kind == "user_id", identities.c.value.in_(missing)
-                )
-            )
-            for row in rows:
-                live = live_contact_id(conn, row.contact_id)
-                if live is not None:
-                    found[row.value] = live
-    return found
+    """Live contacts of these userIds (also ids absorbed by a merge or an alias)."""
+    return contacts_by_identifier(conn, "user_id", user_ids)
 
 
 def contacts_for_emails(conn: Connection, emails: Iterable[str]) -> dict[str, int]:
-    """Live contacts of these (normalised) emails, also emails absorbed by a merge; one or
-    two queries per 500 emails."""
-    wanted = list(set(emails))
-    found: dict[str, int] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        rows = conn.execute(
-            select(contacts.c.id, contacts.c.email, contacts.c.merged_into_id).where(
-                contacts.c.email.in_(chunk)
-            )
-        )
-        for row in rows:
-            live = row.id if row.merged_into_id is None else live_contact_id(conn, row.id)
-            if live is not None:
-                found[row.email] = live
-        missing = [e for e in chunk if e not in found]
-        if missing:
-            rows = conn.execute(
-                select(identities.c.value, identities.c.contact_id).where(
-                    identities.c.kind == "email", identities.c.value.in_(missing)
-                )
-            )
-            for row in rows:
-                live = live_contact_id(conn, row.contact_id)
-                if live is not None:
-                    found[row.value] = live
-    return found
+    """Live contacts of these (normalised) emails, also emails absorbed by a merge."""
+    return contacts_by_identifier(conn, "email", emails)
 
 
 def touch_last_seen_many(conn: Connection, seen: dict[int, datetime]) -> None:
