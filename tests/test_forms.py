@@ -548,3 +548,25 @@ def test_embed_round_trip_over_real_http(
     assert event["properties"]["utm_source"] == "ads"
     assert event["anonymous_id"] == "anon-embed"
     assert linked == ["anon-embed"]
+
+
+def test_form_adds_every_submitter_to_its_lists(
+    admin: TestClient, client: TestClient, engine: Engine, clock: FrozenClock
+) -> None:
+    from ekiden.segments.tables import list_members
+
+    bad = admin.post("/api/forms", json=download_form(add_to_lists=["nope"]))
+    assert bad.status_code == 422
+    assert "add_to_lists[0]: there is no list 'nope'" in bad.json()["error"]["message"]
+    admin.post("/api/lists", json={"slug": "guide-readers", "name": "ガイド請求者"})
+    made = admin.post(
+        "/api/forms",
+        json=download_form(add_to_lists=["guide-readers"], fields=download_form()["fields"][:3]),
+    )
+    assert made.status_code == 201, made.text
+    del client.headers["Authorization"]
+    sent = client.post("/f/whitepaper", data={**render(client, clock), **answers()})
+    assert sent.status_code in (200, 303), sent.text
+    with engine.connect() as conn:
+        rows = conn.execute(select(list_members.c.source)).scalars().all()
+    assert rows == ["form"]

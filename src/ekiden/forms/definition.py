@@ -158,6 +158,8 @@ class FormDefinition(BaseModel):
     honeypot: str | None = "website_url"
     min_fill_seconds: float = Field(2.0, ge=0, le=600)
     success: Success = Field(default_factory=Success)
+    # static lists every person who submits the form is added to (e.g. the webinar's list)
+    add_to_lists: list[str] = Field(default_factory=list, max_length=20)
 
     @field_validator("slug")
     @classmethod

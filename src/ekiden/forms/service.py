@@ -16,11 +16,12 @@ from ekiden.clock import Clock
 from ekiden.contacts.consent import record_consent
 from ekiden.contacts.identity import link_anonymous_id
 from ekiden.contacts.service import touch_last_seen, upsert_contact
-from ekiden.errors import Invalid
+from ekiden.errors import Invalid, NotFound
 from ekiden.forms.answers import CheckedAnswers, Problem, check_answers
 from ekiden.forms.definition import UTM_FIELDS, FormDefinition
 from ekiden.forms.store import StoredForm, count_spam
 from ekiden.i18n import gettext
+from ekiden.segments.lists import add_members
 from ekiden.tracking.events import NewEvent, record_events
 from ekiden.tracking.tables import events
 
@@ -129,6 +130,11 @@ def submit_form(
             )
         if anonymous_id:
             link_anonymous_id(conn, clock, anonymous_id, contact_id)
+        for slug in definition.add_to_lists:
+            try:
+                add_members(conn, clock, slug, [contact_id], source="form")
+            except NotFound:  # the list was archived after the form was built: keep the lead
+                log.warning("form %s: list %s no longer exists", form.slug, slug)
         event.contact_id = contact_id
         record_events(conn, clock, [event])
         touch_last_seen(conn, {contact_id: now})

@@ -14,6 +14,7 @@ from ekiden.contacts.customfields import list_fields
 from ekiden.errors import Conflict, Invalid, NotFound
 from ekiden.forms.definition import FormDefinition, parse_definition
 from ekiden.forms.tables import forms
+from ekiden.segments.lists import all_lists
 from ekiden.web.pagination import Page, decode_cursor, encode_cursor
 
 
@@ -37,12 +38,19 @@ class StoredForm(BaseModel):
 
 
 def _check_custom_fields(conn: Connection, definition: FormDefinition) -> None:
-    """Every ``custom.<key>`` field must name a defined custom field."""
+    """Every ``custom.<key>`` field must name a defined custom field, and every list in
+    ``add_to_lists`` an existing static list."""
     defined = {f.key for f in list_fields(conn)}
     problems = [
         (f"fields[{i}].key", f"custom field {f.key.removeprefix('custom.')!r} is not defined")
         for i, f in enumerate(definition.fields)
         if f.target == "custom" and f.key.removeprefix("custom.") not in defined
+    ]
+    live_lists = {lst.slug for lst in all_lists(conn)}
+    problems += [
+        (f"add_to_lists[{i}]", f"there is no list {slug!r}")
+        for i, slug in enumerate(definition.add_to_lists)
+        if slug not in live_lists
     ]
     if problems:
         raise Invalid(
