@@ -27,6 +27,11 @@ _TITLES = (
 )
 
 
+# Which kind of event row i is: a multiplicative hash modulo a prime, so that kind, path and
+# contact (1 + i * 7919 mod contacts) are not tied together by shared factors of the moduli.
+_KIND = "((i * 48271) % 1000003) % 10"
+
+
 def _path_case(expr: str) -> str:
     whens = " ".join(f"WHEN {i} THEN '{p}'" for i, p in enumerate(_PATHS))
     return f"CASE {expr} {whens} END"
@@ -67,10 +72,12 @@ def _generate_sqlite(engine: Engine, contacts: int, events: int, now: str) -> No
                     "properties, context, machine, source) "
                     "SELECT t, 1 + (i * 7919) % :contacts, at, at, "
                     "CASE WHEN t = 'page' THEN "
-                    + _path_case("(i / 7) % 20")
+                    + _path_case("((i * 69621) % 1000033) % 20")
                     + " END, '{}', '{}', (i % 20 = 0), 'api' FROM ("
-                    "SELECT i, CASE WHEN i % 10 < 7 THEN 'page' WHEN i % 10 = 7 THEN "
-                    "'email_delivered' WHEN i % 10 = 8 THEN 'email_opened' ELSE 'form_submitted' "
+                    "SELECT i, CASE WHEN " + _KIND + " < 7 THEN 'page' WHEN " + _KIND + " = 7 THEN "
+                    "'email_delivered' WHEN "
+                    + _KIND
+                    + " = 8 THEN 'email_opened' ELSE 'form_submitted' "
                     "END AS t, strftime('%Y-%m-%d %H:%M:%S', :now, '-' || "
                     "((i * 104729) % :span) || ' seconds') || '.000000' AS at FROM n)"
                 ),
@@ -114,10 +121,12 @@ def _generate_postgres(engine: Engine, contacts: int, events: int, now: str) -> 
                     "properties, context, machine, source) "
                     "SELECT t, 1 + (i * 7919) % :contacts, at, at, "
                     "CASE WHEN t = 'page' THEN "
-                    + _path_case("(i / 7) % 20")
+                    + _path_case("((i * 69621) % 1000033) % 20")
                     + " END, '{}'::jsonb, '{}'::jsonb, (i % 20 = 0), 'api' FROM ("
-                    "SELECT i, CASE WHEN i % 10 < 7 THEN 'page' WHEN i % 10 = 7 THEN "
-                    "'email_delivered' WHEN i % 10 = 8 THEN 'email_opened' ELSE 'form_submitted' "
+                    "SELECT i, CASE WHEN " + _KIND + " < 7 THEN 'page' WHEN " + _KIND + " = 7 THEN "
+                    "'email_delivered' WHEN "
+                    + _KIND
+                    + " = 8 THEN 'email_opened' ELSE 'form_submitted' "
                     "END AS t, "
                     "CAST(:now AS timestamp) - make_interval(secs => (i * 104729) % :span) AS at "
                     "FROM generate_series(CAST(:start AS bigint), CAST(:stop AS bigint)) AS i) g"
