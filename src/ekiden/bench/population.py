@@ -27,9 +27,11 @@ _TITLES = (
 )
 
 
-# Which kind of event row i is: a multiplicative hash modulo a prime, so that kind, path and
-# contact (1 + i * 7919 mod contacts) are not tied together by shared factors of the moduli.
-_KIND = "((i * 48271) % 1000003) % 10"
+# Row i's kind comes from its last digit and its page from the next two, deterministically; the
+# contact and the time are drawn at random (each random() appears once per row, so no query
+# rewriting can evaluate it twice), which keeps kind, page, contact and time independent.
+_KIND = "(i % 10)"
+_PAGE = "((i / 10) % 20)"
 
 
 def _path_case(expr: str) -> str:
@@ -70,16 +72,16 @@ def _generate_sqlite(engine: Engine, contacts: int, events: int, now: str) -> No
                     "WHERE i < :stop) "
                     "INSERT INTO events (type, contact_id, occurred_at, received_at, path, "
                     "properties, context, machine, source) "
-                    "SELECT t, 1 + (i * 7919) % :contacts, at, at, "
+                    "SELECT t, 1 + abs(random() % :contacts), at, at, "
                     "CASE WHEN t = 'page' THEN "
-                    + _path_case("((i * 69621) % 1000033) % 20")
+                    + _path_case(_PAGE)
                     + " END, '{}', '{}', (i % 20 = 0), 'api' FROM ("
                     "SELECT i, CASE WHEN " + _KIND + " < 7 THEN 'page' WHEN " + _KIND + " = 7 THEN "
                     "'email_delivered' WHEN "
                     + _KIND
                     + " = 8 THEN 'email_opened' ELSE 'form_submitted' "
                     "END AS t, strftime('%Y-%m-%d %H:%M:%S', :now, '-' || "
-                    "((i * 104729) % :span) || ' seconds') || '.000000' AS at FROM n)"
+                    "abs(random() % :span) || ' seconds') || '.000000' AS at FROM n)"
                 ),
                 {
                     "start": start,
@@ -119,16 +121,17 @@ def _generate_postgres(engine: Engine, contacts: int, events: int, now: str) -> 
                 text(
                     "INSERT INTO events (type, contact_id, occurred_at, received_at, path, "
                     "properties, context, machine, source) "
-                    "SELECT t, 1 + (i * 7919) % :contacts, at, at, "
+                    "SELECT t, 1 + floor(random() * :contacts)::bigint, at, at, "
                     "CASE WHEN t = 'page' THEN "
-                    + _path_case("((i * 69621) % 1000033) % 20")
+                    + _path_case(_PAGE)
                     + " END, '{}'::jsonb, '{}'::jsonb, (i % 20 = 0), 'api' FROM ("
                     "SELECT i, CASE WHEN " + _KIND + " < 7 THEN 'page' WHEN " + _KIND + " = 7 THEN "
                     "'email_delivered' WHEN "
                     + _KIND
                     + " = 8 THEN 'email_opened' ELSE 'form_submitted' "
                     "END AS t, "
-                    "CAST(:now AS timestamp) - make_interval(secs => (i * 104729) % :span) AS at "
+                    "CAST(:now AS timestamp) - make_interval(secs => floor(random() * :span)) "
+                    "AS at "
                     "FROM generate_series(CAST(:start AS bigint), CAST(:stop AS bigint)) AS i) g"
                 ),
                 {
