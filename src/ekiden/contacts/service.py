@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ekiden.auth.tables import users
@@ -238,17 +238,21 @@ def get_contact(conn: Connection, contact_id: int) -> Contact:
     return Contact.model_validate({**row, "tags": list(tags)})
 
 
-def touch_last_seen(conn: Connection, contact_ids: dict[int, Any]) -> None:
-    """Advance last_seen_at for contacts that just did something (never moves it back)."""
-    for contact_id, moment in contact_ids.items():
-        conn.execute(
-            update(contacts)
-            .where(
-                contacts.c.id == contact_id,
-                (contacts.c.last_seen_at.is_(None)) | (contacts.c.last_seen_at < moment),
-            )
-            .values(last_seen_at=moment)
+def touch_last_seen(conn: Connection, seen: dict[int, Any]) -> None:
+    """Advance last_seen_at for contacts that just did something (never moves it back), in
+    one executemany; in id order, so two writers touching the same contacts lock them in the
+    same order."""
+    if not seen:
+        return
+    statement = (
+        update(contacts)
+        .where(
+            contacts.c.id == bindparam("contact"),
+            contacts.c.last_seen_at.is_(None) | (contacts.c.last_seen_at < bindparam("moment")),
         )
+        .values(last_seen_at=bindparam("moment"))
+    )
+    conn.execute(statement, [{"contact": c, "moment": seen[c]} for c in sorted(seen)])
 
 
 def contact_not_found(conn: Connection, contact_id: int) -> NotFound:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy import Connection, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ekiden.clock import Clock
@@ -37,22 +36,6 @@ def contacts_for_user_ids(conn: Connection, user_ids: Iterable[str]) -> dict[str
 def contacts_for_emails(conn: Connection, emails: Iterable[str]) -> dict[str, int]:
     """Live contacts of these (normalised) emails, also emails absorbed by a merge."""
     return contacts_by_identifier(conn, "email", emails)
-
-
-def touch_last_seen_many(conn: Connection, seen: dict[int, datetime]) -> None:
-    """``contacts.service.touch_last_seen`` in one executemany: advance last_seen_at, never
-    move it back. (The service loops one UPDATE per contact; a batch touches dozens.)"""
-    statement = (
-        update(contacts)
-        .where(
-            contacts.c.id == bindparam("contact"),
-            contacts.c.last_seen_at.is_(None) | (contacts.c.last_seen_at < bindparam("moment")),
-        )
-        .values(last_seen_at=bindparam("moment"))
-    )
-    # in id order, so two batches touching the same contacts lock them in the same order
-    rows = [{"contact": c, "moment": seen[c]} for c in sorted(seen)]
-    conn.execute(statement, rows)
 
 
 _LOCK_SPACE = 0x45_4B_00_00  # advisory lock numbers of identity buckets: 'EK' << 16 + bucket

@@ -22,10 +22,11 @@ from ekiden.config import Settings
 from ekiden.contacts.customfields import coerce_value, list_fields
 from ekiden.contacts.emails import normalise_email
 from ekiden.contacts.models import ContactChanges
+from ekiden.contacts.service import touch_last_seen
 from ekiden.errors import EkidenError, Invalid, Malformed, TooLarge
 from ekiden.tracking.dwell import DWELL_EVENT, dwell_details
 from ekiden.tracking.events import EVENT_SOURCES, NewEvent, record_events
-from ekiden.tracking.identify import IdentityResolver, lock_identities, touch_last_seen_many
+from ekiden.tracking.identify import IdentityResolver, lock_identities
 from ekiden.tracking.machine import machine_reason
 from ekiden.tracking.segment import SegmentMessage, page_details, split_traits
 from ekiden.tracking.tables import events
@@ -257,7 +258,7 @@ def ingest_messages(
             seen[contact_id] = event.occurred_at
     record_events(conn, clock, new_events)
     if seen:
-        touch_last_seen_many(conn, seen)
+        touch_last_seen(conn, seen)
     return IngestResult(
         received=len(messages),
         stored=len(new_events),
