@@ -359,3 +359,48 @@ def test_list_members_from_a_shift_jis_csv(
     )
     assert removed.json()["changed"] == 1
     assert admin.get("/api/lists/expo").json()["member_count"] == 0
+
+
+def test_a_failed_refresh_leaves_contacts_queued(
+    engine: Engine, clock: FrozenClock, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ekiden.segments import service as segment_service
+    from ekiden.segments.dirty import queued
+
+    person(engine, clock, "a@example.jp", job_title="部長")
+    with engine.begin() as conn:
+        assert queued(conn) == 1
+
+    def crash(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("worker died mid-batch")
+
+    monkeypatch.setattr("ekiden.worker.refresh_contacts", crash)
+    with pytest.raises(RuntimeError):
+        worker.refresh_dirty_batch()
+    with engine.begin() as conn:
+        assert queued(conn) == 1  # the claim rolled back with the failed refresh
+    monkeypatch.setattr("ekiden.worker.refresh_contacts", segment_service.refresh_contacts)
+    assert worker.refresh_dirty_batch().contacts == 1
+    with engine.begin() as conn:
+        assert queued(conn) == 0
+
+
+def test_concurrent_workers_claim_disjoint_batches(engine: Engine, clock: FrozenClock) -> None:
+    from ekiden.segments.dirty import claim_dirty, mark_dirty
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time; SKIP LOCKED is PostgreSQL's")
+    with engine.begin() as conn:
+        mark_dirty(conn, clock, range(1, 101))
+    first = engine.connect()
+    second = engine.connect()
+    try:
+        with first.begin(), second.begin():
+            one = claim_dirty(first, 60)
+            two = claim_dirty(second, 60)  # must not wait for, nor take, the first's rows
+            assert len(one) == 60
+            assert len(two) == 40
+            assert not set(one) & set(two)
+    finally:
+        first.close()
+        second.close()
