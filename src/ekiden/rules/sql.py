@@ -53,6 +53,7 @@ from ekiden.tracking.tables import events
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LOWER = "abcdefghijklmnopqrstuvwxyz"
+_LETTERS = frozenset(_UPPER + _LOWER)
 
 
 @dataclass(frozen=True)
@@ -170,9 +171,15 @@ def _compare(op: str, expr: Any, operand: Any, env: SqlEnv, *, text: bool) -> Co
         return and_(expr.is_not(None), expr != "") if text else expr.is_not(None)
     if op == "is_empty":
         return not_(_compare("is_set", expr, operand, env, text=text))
+    raw = expr
     if text and op in ("eq", "in", "contains", "starts_with", "ends_with"):
-        expr = _fold(expr, env)
-        operand = [fold(v) for v in operand] if isinstance(operand, list) else fold(operand)
+        values = operand if isinstance(operand, list) else [operand]
+        # Folding the column only matters when the value has Latin letters: a value without
+        # them matches a folded text exactly where it matches the text itself ("部長"), and
+        # the plain column is cheaper and can use an index.
+        if any(_LETTERS.intersection(v) for v in values):
+            expr = _fold(expr, env)
+            operand = [fold(v) for v in operand] if isinstance(operand, list) else fold(operand)
     elif text and env.dialect == "postgresql":
         expr = expr.collate("C")  # code-point order, as Python compares strings
     if op == "eq":
@@ -197,7 +204,7 @@ def _compare(op: str, expr: Any, operand: Any, env: SqlEnv, *, text: bool) -> Co
         cmp = {"gt": expr > operand, "gte": expr >= operand, "lt": expr < operand,
                "lte": expr <= operand}[op]  # fmt: skip
     # positive comparisons are false (not NULL) on unset values
-    return and_(expr.is_not(None), cmp)
+    return and_(raw.is_not(None), cmp)
 
 
 def _field(cond: FieldCondition, env: SqlEnv) -> ColumnElement[bool]:
@@ -286,21 +293,26 @@ def _event(cond: EventCondition, env: SqlEnv, *, correlated: bool = False) -> Co
             .scalar_subquery(),
             0,
         )
-        bounds = [total >= cond.lower] if cond.lower > 0 else []
+        bounds = [total >= _number(cond.lower)] if cond.lower > 0 else []
         if cond.max is not None:
-            bounds.append(total <= cond.max)
+            bounds.append(total <= _number(cond.max))
         return and_(true(), *bounds)
     base = (
         select(events.c.contact_id).where(*event_matches(cond, env)).group_by(events.c.contact_id)
     )
     if cond.lower > 0:
-        having = [measure >= cond.lower]
+        having = [measure >= _number(cond.lower)]
         if cond.max is not None:
-            having.append(measure <= cond.max)
+            having.append(measure <= _number(cond.max))
         return contacts.c.id.in_(base.having(and_(*having)))
     if cond.max is None:
         return true()
-    return not_(contacts.c.id.in_(base.having(measure > cond.max)))
+    return not_(contacts.c.id.in_(base.having(measure > _number(cond.max))))
+
+
+def _number(bound: float) -> int | float:
+    """Whole bounds as integers: compared with an integer count they need no cast."""
+    return int(bound) if float(bound).is_integer() else bound
 
 
 def _epoch(expr: Any, env: SqlEnv) -> Any:
