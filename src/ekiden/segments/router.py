@@ -108,18 +108,13 @@ def segment_members(
     limit: int = Query(DEFAULT_LIMIT),
 ) -> Page[Member]:
     segment = service.get_segment(conn, slug)
-    items, after = member_page(conn, "segment", segment.id, cursor=cursor, limit=check_limit(limit))
-    return Page(items=items, next=after)
+    return _page(conn, "segment", segment.id, cursor, limit)
 
 
 @router.get("/segments/{slug}/members.csv")
 def segment_members_csv(slug: str, _: AdminKey, conn: ReadConn, ctx: Ctx) -> StreamingResponse:
     segment = service.get_segment(conn, slug)
-    return StreamingResponse(
-        members_csv(ctx.engine, "segment", segment.id),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="segment-{slug}.csv"'},
-    )
+    return _csv(ctx, "segment", segment.id, slug)
 
 
 @router.get("/lists")
@@ -239,15 +234,23 @@ def list_members(
     limit: int = Query(DEFAULT_LIMIT),
 ) -> Page[Member]:
     target = list_service.get_list(conn, slug)
-    items, after = member_page(conn, "list", target.id, cursor=cursor, limit=check_limit(limit))
-    return Page(items=items, next=after)
+    return _page(conn, "list", target.id, cursor, limit)
 
 
 @router.get("/lists/{slug}/members.csv")
 def list_members_csv(slug: str, _: AdminKey, conn: ReadConn, ctx: Ctx) -> StreamingResponse:
     target = list_service.get_list(conn, slug)
+    return _csv(ctx, "list", target.id, slug)
+
+
+def _page(conn: ReadConn, kind: str, owner: int, cursor: str | None, limit: int) -> Page[Member]:
+    items, after = member_page(conn, kind, owner, cursor=cursor, limit=check_limit(limit))
+    return Page(items=items, next=after)
+
+
+def _csv(ctx: Ctx, kind: str, owner: int, slug: str) -> StreamingResponse:
     return StreamingResponse(
-        members_csv(ctx.engine, "list", target.id),
+        members_csv(ctx.engine, kind, owner),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="list-{slug}.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{kind}-{slug}.csv"'},
     )
