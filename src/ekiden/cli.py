@@ -113,7 +113,7 @@ def worker(
     from datetime import datetime
 
     from ekiden.clock import Clock, FrozenClock
-    from ekiden.worker import Worker
+    from ekiden.worker import Worker, wait_until_idle
 
     settings = settings_or_exit()
     ensure_schema(settings)
@@ -130,10 +130,13 @@ def worker(
         clock = FrozenClock(moment)
     runner = Worker(create_db_engine(settings.database_url), clock, settings)
     if once:
-        report = runner.run_once()
+        # Everything due up to that moment, including work that earlier steps made due.
+        report = wait_until_idle(runner, timeout=float("inf"))
+        done = ", ".join(f"{name} {count}" for name, count in report.periodic.items() if count)
         err.print(
             f"refreshed {report.contacts_refreshed} contacts, rebuilt "
             f"{report.segments_rebuilt} segments (+{report.entered} / -{report.exited})"
+            + (f"; {done}" if done else "")
         )
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

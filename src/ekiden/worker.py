@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ekiden.clock import Clock
 from ekiden.config import Settings
@@ -23,6 +24,27 @@ from ekiden.segments.service import rebuild_due, refresh_contacts, refresh_time_
 
 log = logging.getLogger("ekiden.worker")
 
+ContactStep = Callable[[Connection, Clock, Settings, Sequence[int]], None]
+"""Runs for a batch of changed contacts inside the transaction that claimed them, before
+segment memberships are refreshed (so segments see new scores and stages). It must not commit."""
+
+PeriodicStep = Callable[[Engine, Clock, Settings], int]
+"""Does one bounded slice of time-driven work in its own transactions and returns how many
+items it handled; a positive count means "call me again", zero means "nothing due now"."""
+
+
+def default_contact_steps() -> list[tuple[str, ContactStep]]:
+    """Capabilities plug in here, in the order they must run: a later step sees what an
+    earlier one wrote in the same transaction (stages and hand-offs read the new scores)."""
+    steps: list[tuple[str, ContactStep]] = []
+    return steps
+
+
+def default_periodic_steps() -> list[tuple[str, PeriodicStep]]:
+    """Time-driven work (decay, outbox delivery, journeys), run after the contact batches."""
+    steps: list[tuple[str, PeriodicStep]] = []
+    return steps
+
 
 @dataclass
 class WorkReport:
@@ -30,6 +52,7 @@ class WorkReport:
     contacts_refreshed: int = 0
     entered: int = 0
     exited: int = 0
+    periodic: dict[str, int] = field(default_factory=dict)
 
     def add(self, done: Refreshed) -> None:
         self.entered += done.entered
@@ -37,7 +60,15 @@ class WorkReport:
 
     @property
     def busy(self) -> bool:
-        return bool(self.segments_rebuilt or self.contacts_refreshed)
+        return bool(self.segments_rebuilt or self.contacts_refreshed or any(self.periodic.values()))
+
+    def merge(self, other: WorkReport) -> None:
+        self.contacts_refreshed += other.contacts_refreshed
+        self.segments_rebuilt += other.segments_rebuilt
+        self.entered += other.entered
+        self.exited += other.exited
+        for name, count in other.periodic.items():
+            self.periodic[name] = self.periodic.get(name, 0) + count
 
 
 @dataclass
@@ -46,6 +77,10 @@ class Worker:
     clock: Clock
     settings: Settings
     batch_size: int = 500
+    contact_steps: Sequence[tuple[str, ContactStep]] = field(default_factory=default_contact_steps)
+    periodic_steps: Sequence[tuple[str, PeriodicStep]] = field(
+        default_factory=default_periodic_steps
+    )
     time_refresh_every: timedelta = timedelta(minutes=10)
     _last_time_refresh: datetime | None = field(default=None, init=False)
 
@@ -57,6 +92,9 @@ class Worker:
         """Claim one batch of changed contacts and refresh their memberships."""
         with self.engine.begin() as conn:
             ids = claim_dirty(conn, self.batch_size)
+            if ids:
+                for _, step in self.contact_steps:
+                    step(conn, self.clock, self.settings, ids)
             return refresh_contacts(conn, self.clock, ids, self.settings.zone)
 
     def refresh_time_windows(self, *, force: bool = False) -> Refreshed:
@@ -84,6 +122,8 @@ class Worker:
                 break
             report.contacts_refreshed += done.contacts
             report.add(done)
+        for name, step in self.periodic_steps:
+            report.periodic[name] = step(self.engine, self.clock, self.settings)
         return report
 
     def run_forever(self, stop: threading.Event, *, idle_sleep: float = 0.2) -> None:
@@ -121,10 +161,7 @@ def wait_until_idle(worker: Worker, *, timeout: float = 30.0) -> WorkReport:
     total = WorkReport()
     while time.monotonic() < deadline:
         report = worker.run_once()
-        total.contacts_refreshed += report.contacts_refreshed
-        total.segments_rebuilt += report.segments_rebuilt
-        total.entered += report.entered
-        total.exited += report.exited
+        total.merge(report)
         if not report.busy:
             return total
     raise TimeoutError("the worker still had work after the timeout")
