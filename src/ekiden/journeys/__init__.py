@@ -1,0 +1,1 @@
+"""Journeys (scenarios): definitions, the engine that runs them, triggers and actions."""
