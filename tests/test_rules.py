@@ -20,6 +20,7 @@ from ekiden.rules.loader import load_contact_data
 from ekiden.rules.memory import Env, evaluate
 from ekiden.rules.model import parse_filter
 from ekiden.rules.sql import SqlEnv, compile_filter
+from ekiden.scoring.tables import contact_scores, score_definitions
 from ekiden.tracking.tables import events
 
 ZONE = ZoneInfo("Asia/Tokyo")
@@ -47,6 +48,18 @@ def people(engine: Engine, clock: FrozenClock) -> dict[str, int]:
                 .returning(contacts.c.id)
             ).scalar_one()  # fmt: skip
         conn.execute(insert(contact_tags).values(contact_id=ids["vip"], tag="vip", created_at=now))
+        # scores: bucho 42, kacho 3 in behaviour; the others have no points (count as 0)
+        conn.execute(
+            insert(score_definitions).values(
+                key="behaviour", name="行動", created_at=now, updated_at=now
+            )
+        )
+        for who, value in (("bucho", 42.0), ("kacho", 3.0)):
+            conn.execute(
+                insert(contact_scores).values(
+                    contact_id=ids[who], score_key="behaviour", value=value, updated_at=now
+                )
+            )
 
         def event(who: str, kind: str, ago: timedelta, **extra: Any) -> None:
             conn.execute(
@@ -101,6 +114,10 @@ CASES: list[tuple[dict[str, Any], set[str]]] = [
               {"email": "median_minutes_to_open", "op": "lte", "value": 240}]}, {"bucho"}),
     ({"email": "open_rate", "op": "lt", "value": 0.5}, {"kacho"}),
     ({"email": "median_minutes_to_open", "op": "gte", "value": 600}, {"kacho"}),
+    ({"field": "score.behaviour", "op": "gte", "value": 30}, {"bucho"}),
+    ({"field": "score.behaviour", "op": "lt", "value": 5}, {"kacho", "anon-title", "vip"}),
+    ({"field": "score.behaviour", "op": "eq", "value": 0}, {"anon-title", "vip"}),
+    ({"field": "score.behaviour", "op": "between", "value": [1, 10]}, {"kacho"}),
     ({"all": [{"field": "job_title", "op": "in", "value": ["部長", "課長"]},
               {"event": "page", "within_days": 60,
                "where": [{"property": "path", "op": "eq", "value": "/PRICING"}]}]},
@@ -140,6 +157,8 @@ def test_filters_select_the_contacts_worked_out_by_hand(
         ({"event": "page", "where": [{"property": "a b", "op": "eq", "value": 1}]},
          "where[0].property"),
         ({"any": [{"list": "missing"}]}, "any[0].list: no list 'missing'"),
+        ({"field": "score.nope", "op": "gt", "value": 1}, "unknown field 'score.nope'"),
+        ({"field": "score.behaviour", "op": "gt", "value": "high"}, "value: must be a number"),
     ],
 )  # fmt: skip
 def test_bad_filters_name_the_offending_part(

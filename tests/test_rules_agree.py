@@ -24,6 +24,7 @@ from ekiden.rules.loader import load_contact_data
 from ekiden.rules.memory import Env, evaluate
 from ekiden.rules.model import parse_filter
 from ekiden.rules.sql import SqlEnv, compile_filter
+from ekiden.scoring.tables import contact_scores, score_definitions
 from ekiden.tracking.tables import events
 
 ZONE = ZoneInfo("Asia/Tokyo")
@@ -34,6 +35,8 @@ PROP_VALUES: list[Any] = ["pro", "Pro", "PRO plan", 5, 7.5, True, False, "", "5"
 EVENT_TYPES = ["page", "page_dwell", "form_submitted", "email_delivered", "email_opened",
                "email_clicked"]  # fmt: skip
 SENDS = ["s1", "s2", "s3"]
+SCORES = ["behaviour", "fit"]
+SCORE_VALUES = [0.0, 3.0, 7.5, -2.0, 30.0]
 CUSTOM = [
     CustomFieldDefinition(key="budget", label="予算", type="number"),
     CustomFieldDefinition(key="vip", label="VIP", type="boolean"),
@@ -90,8 +93,16 @@ def contact_rows(draw: st.DrawFn) -> dict[str, Any]:
         "custom": custom,
         "unsubscribed": draw(st.booleans()),
         "last_seen": draw(st.one_of(st.none(), offsets())),
+        "stage": draw(st.sampled_from([None, "acquired", "hot", "won"])),
+        "stage_at": draw(st.one_of(st.none(), offsets())),
         "tags": draw(st.sets(st.sampled_from(["a", "b", "vip"]), max_size=3)),
         "events": draw(st.lists(event_rows(), max_size=8)),
+        # a contact without points in a score has no row (and counts as 0)
+        "scores": {
+            key: value
+            for key in SCORES
+            if (value := draw(st.sampled_from([None, *SCORE_VALUES]))) is not None
+        },
     }
 
 
@@ -159,6 +170,19 @@ def leaf() -> st.SearchStrategy[dict[str, Any]]:
             st.integers(0, 70),
         ),
         st.builds(lambda v: {"field": "unsubscribed", "op": "eq", "value": v}, st.booleans()),
+        st.builds(
+            lambda c: {"field": "lifecycle_stage", **c},
+            st.one_of(
+                comparison(st.sampled_from(["acquired", "hot", "won", "HOT", ""]), ALL_OPS),
+                comparison(st.sampled_from(["ho", "Won", "d"]), TEXT_OPS[len(ALL_OPS) :]),
+            ),
+        ),
+        st.builds(lambda c: {"field": "lifecycle_stage_at", **c}, comparison(dates, ALL_OPS)),
+        st.builds(
+            lambda key, c: {"field": f"score.{key}", **c},
+            st.sampled_from(SCORES),
+            comparison(st.sampled_from([*SCORE_VALUES, 0, 5, -1]), ALL_OPS),
+        ),
     )
     prop_values = st.sampled_from(PROP_VALUES)
     prop = st.one_of(
@@ -218,10 +242,15 @@ filters = st.recursive(
 def store_population(engine: Engine, clock: FrozenClock, population: list[dict[str, Any]]) -> None:
     now = clock.now()
     with engine.begin() as conn:
-        for table in (events, contact_tags, contacts, accounts, custom_fields):
+        for table in (contact_scores, score_definitions, events, contact_tags, contacts,
+                      accounts, custom_fields):  # fmt: skip
             conn.execute(delete(table))
         for definition in CUSTOM:
             define_field(conn, clock, definition)
+        for key in SCORES:
+            conn.execute(
+                insert(score_definitions).values(key=key, name=key, created_at=now, updated_at=now)
+            )
         account_ids = [
             conn.execute(
                 insert(accounts)
@@ -243,11 +272,21 @@ def store_population(engine: Engine, clock: FrozenClock, population: list[dict[s
                     custom=person["custom"],
                     unsubscribed_at=now if person["unsubscribed"] else None,
                     last_seen_at=None if person["last_seen"] is None else now + person["last_seen"],
+                    lifecycle_stage=person["stage"],
+                    lifecycle_stage_at=None
+                    if person["stage_at"] is None
+                    else now + person["stage_at"],
                     created_at=now,
                     updated_at=now,
                 )
                 .returning(contacts.c.id)
             ).scalar_one()
+            for key, value in person["scores"].items():
+                conn.execute(
+                    insert(contact_scores).values(
+                        contact_id=contact_id, score_key=key, value=value, updated_at=now
+                    )
+                )
             for tag in person["tags"]:
                 conn.execute(
                     insert(contact_tags).values(contact_id=contact_id, tag=tag, created_at=now)

@@ -12,6 +12,7 @@ from typing import Literal
 from sqlalchemy import Connection, select
 
 from ekiden.contacts.customfields import list_fields
+from ekiden.scoring.tables import score_definitions
 from ekiden.segments.tables import lists, segments
 
 FieldType = Literal["text", "number", "datetime", "date", "boolean"]
@@ -41,6 +42,11 @@ STANDARD: dict[str, FieldType] = {
     "last_seen_at": "datetime",
     "unsubscribed_at": "datetime",
     "suppressed_at": "datetime",
+    # stage keys, e.g. {"field": "lifecycle_stage", "op": "eq", "value": "hot"}
+    "lifecycle_stage": "text",
+    "lifecycle_stage_at": "datetime",
+    "buying_stage": "text",
+    "buying_stage_at": "datetime",
     # derived flags, for readable filters: {"field": "unsubscribed", "op": "eq", "value": false}
     "unsubscribed": "boolean",
     "suppressed": "boolean",
@@ -71,7 +77,7 @@ _CUSTOM_TYPES: dict[str, FieldType] = {
 class FieldRef:
     """A resolved field: where it lives and its type."""
 
-    kind: Literal["standard", "account", "custom"]
+    kind: Literal["standard", "account", "custom", "score"]
     name: str
     type: FieldType
 
@@ -81,6 +87,8 @@ class Catalog:
     custom: dict[str, FieldType]
     segments: dict[str, int] = field(default_factory=dict)  # slug -> id (live segments)
     lists: dict[str, int] = field(default_factory=dict)  # slug -> id (live lists)
+    # keys of the defined scores: score.<key> is a number, 0 for a contact without points
+    scores: frozenset[str] = frozenset()
 
     def resolve(self, field: str) -> FieldRef | None:
         """The field named ``field``, or None when no such field exists."""
@@ -91,6 +99,8 @@ class Catalog:
             return FieldRef("account", rest, ACCOUNT[rest])
         if prefix == "custom" and rest in self.custom:
             return FieldRef("custom", rest, self.custom[rest])
+        if prefix == "score" and rest in self.scores:
+            return FieldRef("score", rest, "number")
         return None
 
 
@@ -100,8 +110,10 @@ def load_catalog(conn: Connection) -> Catalog:
         select(segments.c.slug, segments.c.id).where(segments.c.archived_at.is_(None))
     )
     live_lists = conn.execute(select(lists.c.slug, lists.c.id).where(lists.c.archived_at.is_(None)))
+    score_keys = frozenset(conn.execute(select(score_definitions.c.key)).scalars())
     return Catalog(
         custom={f.key: _CUSTOM_TYPES[f.type] for f in list_fields(conn) if f.type in _CUSTOM_TYPES},
         segments={r.slug: r.id for r in live_segments},
         lists={r.slug: r.id for r in live_lists},
+        scores=score_keys,
     )

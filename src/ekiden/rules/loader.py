@@ -7,6 +7,7 @@ from sqlalchemy import Connection, select
 from ekiden.contacts.tables import accounts, contact_tags, contacts
 from ekiden.errors import NotFound
 from ekiden.rules.memory import ContactData, EventData
+from ekiden.scoring.tables import contact_scores
 from ekiden.segments.tables import list_members, lists, segment_members, segments
 from ekiden.tracking.tables import events
 
@@ -72,6 +73,14 @@ def load_contact_data(
             .where(list_members.c.contact_id == contact_id)
         ).scalars()
     )
+    scores = {
+        r.score_key: float(r.value)
+        for r in conn.execute(
+            select(contact_scores.c.score_key, contact_scores.c.value).where(
+                contact_scores.c.contact_id == contact_id
+            )
+        )
+    }
     fields = {k: v for k, v in row.items() if k not in ("custom",)}
     return ContactData(
         fields=fields,
@@ -81,4 +90,5 @@ def load_contact_data(
         events=history,
         segments=in_segments,
         lists=on_lists,
+        scores=scores,
     )

@@ -57,6 +57,7 @@ class ContactData:
     events: list[EventData] = field(default_factory=list)
     segments: set[str] = field(default_factory=set)  # slugs of segments the contact is in
     lists: set[str] = field(default_factory=set)  # slugs of lists the contact is on
+    scores: dict[str, float] = field(default_factory=dict)  # score key -> value
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ def _field_value(ref: FieldRef, contact: ContactData) -> Any:
         if ref.name == "suppressed":
             return contact.fields.get("suppressed_at") is not None
         return contact.fields.get(ref.name)
+    if ref.kind == "score":
+        return contact.scores.get(ref.name, 0.0)  # no points: 0, as in SQL
     if ref.kind == "account":
         return None if contact.account is None else contact.account.get(ref.name)
     value = contact.custom.get(ref.name)

@@ -48,6 +48,7 @@ from ekiden.rules.model import (
     SegmentCondition,
     TagCondition,
 )
+from ekiden.scoring.tables import contact_scores
 from ekiden.segments.tables import list_members, segment_members
 from ekiden.tracking.tables import events
 
@@ -145,6 +146,17 @@ def _field_expr(ref: FieldRef, env: SqlEnv) -> Any:
         if ref.name == "suppressed":
             return case((contacts.c.suppressed_at.is_not(None), 1), else_=0)
         return contacts.c[ref.name]
+    if ref.kind == "score":
+        # a contact without points in a score has 0 in it
+        return func.coalesce(
+            select(contact_scores.c.value)
+            .where(
+                contact_scores.c.contact_id == contacts.c.id,
+                contact_scores.c.score_key == ref.name,
+            )
+            .scalar_subquery(),
+            0.0,
+        )
     if ref.kind == "account":
         return (
             select(accounts.c[ref.name])

@@ -107,7 +107,7 @@ def validate_filter(
     flt = parse_filter(raw)
     catalog = load_catalog(conn)
     if slug is not None and slug not in catalog.segments:
-        catalog = Catalog(catalog.custom, {**catalog.segments, slug: -1}, catalog.lists)
+        catalog = replace(catalog, segments={**catalog.segments, slug: -1})
     check(flt, catalog, zone)
     if slug is not None:
         parsed = {s: parse_filter(f) for s, f in _definitions(conn).items()}

@@ -1,0 +1,1 @@
+"""Rule-based scores: definitions, the awarded-points ledger, current values and history."""
