@@ -81,4 +81,9 @@ class Contact(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_seen_at: datetime | None
+    # current stage keys (ekiden.lifecycle); changed only through the stage API and rules
+    lifecycle_stage: str | None = None
+    lifecycle_stage_at: datetime | None = None
+    buying_stage: str | None = None
+    buying_stage_at: datetime | None = None
     tags: list[str] = Field(default_factory=list)

@@ -65,10 +65,16 @@ contacts = Table(
     Column("last_seen_at", UTCDateTime),
     # set on the losing side of a merge; such a row is a tombstone pointing at the winner
     Column("merged_into_id", Id, ForeignKey("contacts.id", ondelete="SET NULL")),
+    # current lifecycle and buying stage keys (ekiden.lifecycle; history in stage_history)
+    Column("lifecycle_stage", String(32)),
+    Column("lifecycle_stage_at", UTCDateTime),
+    Column("buying_stage", String(32)),
+    Column("buying_stage_at", UTCDateTime),
     Index("ix_contacts_account_id", "account_id"),
     Index("ix_contacts_owner_id", "owner_id"),
     Index("ix_contacts_updated_at", "updated_at"),
     Index("ix_contacts_merged_into_id", "merged_into_id"),
+    Index("ix_contacts_lifecycle_stage", "lifecycle_stage"),
 )
 
 contact_tags = Table(

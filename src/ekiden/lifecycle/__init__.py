@@ -1,0 +1,1 @@
+"""Lifecycle stages, buying stages and the hand-off to sales."""
