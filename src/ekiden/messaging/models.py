@@ -1,0 +1,130 @@
+"""Typed shapes of email templates as services and the API hand them around."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ekiden.contacts.emails import normalise_email
+from ekiden.errors import Invalid
+
+KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+MAX_PART = 512 * 1024
+
+
+def _address(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return normalise_email(value)
+    except Invalid as exc:
+        raise ValueError(exc.message) from None
+
+
+class EmailTemplateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="lower-case letters, digits, - and _; used in links and UTM")
+    name: str = Field(min_length=1, max_length=200)
+    category: str = Field("marketing", description="marketing | transactional")
+    subject: str = Field(min_length=1, max_length=1000)
+    preheader: str = Field("", max_length=1000)
+    html: str = Field(min_length=1, max_length=MAX_PART)
+    text: str | None = Field(None, max_length=MAX_PART, description="None: made from the HTML")
+    sender_name: str | None = Field(None, max_length=200)
+    sender_address: str | None = Field(None, max_length=320)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not KEY.match(value):
+            raise ValueError(
+                "use 1-100 lower-case letters, digits, - and _, starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, value: str) -> str:
+        if value not in ("marketing", "transactional"):
+            raise ValueError("must be marketing or transactional")
+        return value
+
+    @field_validator("sender_address")
+    @classmethod
+    def _sender_address(cls, value: str | None) -> str | None:
+        return _address(value)
+
+
+class EmailTemplateChanges(BaseModel):
+    """A partial update; every given part replaces the current one (a new version)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    category: str | None = None
+    subject: str | None = Field(None, min_length=1, max_length=1000)
+    preheader: str | None = Field(None, max_length=1000)
+    html: str | None = Field(None, min_length=1, max_length=MAX_PART)
+    text: str | None = Field(None, max_length=MAX_PART)
+    sender_name: str | None = Field(None, max_length=200)
+    sender_address: str | None = Field(None, max_length=320)
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("marketing", "transactional"):
+            raise ValueError("must be marketing or transactional")
+        return value
+
+    @field_validator("sender_address")
+    @classmethod
+    def _sender_address(cls, value: str | None) -> str | None:
+        return _address(value)
+
+
+class EmailTemplate(BaseModel):
+    id: int
+    key: str
+    name: str
+    category: str
+    version: int
+    subject: str
+    preheader: str
+    html: str
+    text: str | None
+    sender_name: str | None
+    sender_address: str | None
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TemplateVersion:
+    """One saved version of a template: exactly what a send renders."""
+
+    template_id: int
+    key: str
+    version: int
+    category: str
+    subject: str
+    preheader: str
+    html: str
+    text: str | None
+    sender_name: str | None
+    sender_address: str | None
+
+
+class Preview(BaseModel):
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    from_: str = Field(alias="from")
+    to: str
+
+    model_config = ConfigDict(populate_by_name=True)
