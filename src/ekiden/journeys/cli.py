@@ -1,0 +1,134 @@
+"""``ekiden journeys …``: list, load, activate, enrol and show statistics from the shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from ekiden.clock import SystemClock
+from ekiden.config import load_settings
+from ekiden.db import create_db_engine
+from ekiden.errors import EkidenError, NotFound
+from ekiden.i18n import gettext
+from ekiden.journeys import reports, service
+
+journeys_app = typer.Typer(no_args_is_help=True, help="Journeys (scenarios).")
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+@journeys_app.command("list")
+def list_command() -> None:
+    """List journeys with their status and current version."""
+    settings = load_settings()
+    with create_db_engine(settings.database_url).connect() as conn:
+        found = service.list_journeys(conn)
+    table = Table("key", "name", "status", "version")
+    for j in found:
+        table.add_row(j.key, j.name, j.status, str(j.version))
+    Console().print(table)
+
+
+@journeys_app.command("load")
+def load_command(
+    path: Annotated[Path, typer.Argument(help="A journey definition, YAML or JSON.")],
+) -> None:
+    """Create the journey (a draft), or store the file as its next version."""
+    settings = load_settings()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise _fail(f"cannot read {path}: {exc}") from None
+    clock = SystemClock()
+    try:
+        with create_db_engine(settings.database_url).begin() as conn:
+            key = raw.get("key") if isinstance(raw, dict) else None
+            try:
+                service.journey_row(conn, str(key))
+            except NotFound:
+                done = service.create_journey(conn, clock, raw, settings.zone)
+            else:
+                done = service.update_journey(conn, clock, str(key), raw, settings.zone)
+    except EkidenError as exc:
+        raise _fail(exc.message) from None
+    err.print(
+        gettext(
+            settings.default_locale,
+            "Journey %(key)s: version %(version)s (%(status)s)",
+            key=done.key,
+            version=done.version,
+            status=done.status,
+        )
+    )
+
+
+@journeys_app.command("activate")
+def activate_command(key: Annotated[str, typer.Argument(help="The journey's key.")]) -> None:
+    """Start the journey: its triggers enrol contacts from now on."""
+    settings = load_settings()
+    try:
+        with create_db_engine(settings.database_url).begin() as conn:
+            service.activate_journey(conn, SystemClock(), key, settings.zone)
+    except EkidenError as exc:
+        raise _fail(exc.message) from None
+    err.print(gettext(settings.default_locale, "Journey %(key)s is active", key=key))
+
+
+@journeys_app.command("enrol")
+def enrol_command(
+    key: Annotated[str, typer.Argument(help="The journey's key.")],
+    contact: Annotated[list[int], typer.Option("--contact", help="A contact id (repeatable).")],
+) -> None:
+    """Enrol contacts by id; the worker runs them."""
+    settings = load_settings()
+    try:
+        with create_db_engine(settings.database_url).begin() as conn:
+            enrolled, skipped = service.enrol_contacts(
+                conn, SystemClock(), key, contact, zone=settings.zone
+            )
+    except EkidenError as exc:
+        raise _fail(exc.message) from None
+    err.print(
+        gettext(
+            settings.default_locale,
+            "Enrolled %(enrolled)s, skipped %(skipped)s",
+            enrolled=len(enrolled),
+            skipped=len(skipped),
+        )
+    )
+
+
+@journeys_app.command("stats")
+def stats_command(key: Annotated[str, typer.Argument(help="The journey's key.")]) -> None:
+    """Per-node statistics: entered, waiting, passed, exited, converted, failed."""
+    settings = load_settings()
+    try:
+        with create_db_engine(settings.database_url).connect() as conn:
+            found = reports.journey_stats(conn, key)
+    except EkidenError as exc:
+        raise _fail(exc.message) from None
+    table = Table("node", "type", "entered", "waiting", "passed", "exited", "converted", "failed")
+    for n in found.nodes:
+        table.add_row(
+            n.node,
+            n.type,
+            *(str(v) for v in (n.entered, n.waiting, n.passed, n.exited, n.converted, n.failed)),
+        )
+    Console().print(table)
+    err.print(
+        gettext(
+            settings.default_locale,
+            "Enrolled %(enrolled)s: live %(live)s, completed %(completed)s, exited %(exited)s, "
+            "converted %(converted)s, failed %(failed)s",
+            **found.model_dump(exclude={"key", "nodes"}),
+        )
+    )
