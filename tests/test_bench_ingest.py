@@ -47,3 +47,14 @@ def test_workload_mixes_pages_tracks_identifies_known_and_anonymous() -> None:
     assert any("userId" in m for m in messages)
     assert any("userId" not in m for m in messages)
     assert any("utm_source=" in m["context"].get("page", {}).get("url", "") for m in messages)
+
+
+def test_workload_repeats_name_new_people_each_time() -> None:
+    def emails(run: str) -> set[str]:
+        messages = generate_messages(2000, seed=7, run=run)
+        return {m["traits"]["email"] for m in messages if m["type"] == "identify"}
+
+    first, second = emails("r0-"), emails("r1-")
+    assert first
+    assert len(second) == len(first)
+    assert not first & second

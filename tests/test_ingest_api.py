@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import random
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,14 +14,22 @@ import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from tests.conftest import LiveServer
 
+from ekiden.bench.workload import generate_messages
 from ekiden.clock import FrozenClock
+from ekiden.config import Settings
 from ekiden.contacts.customfields import CustomFieldDefinition, define_field
-from ekiden.contacts.models import Contact
-from ekiden.contacts.service import find_contact_id, get_contact
+from ekiden.contacts.models import Contact, ContactChanges
+from ekiden.contacts.service import find_contact_id, get_contact, upsert_contact
 from ekiden.contacts.tables import accounts, contacts, identities
+from ekiden.db.schema import metadata
+from ekiden.segments.tables import dirty_contacts
+from ekiden.tracking.events import NewEvent, record_events
+from ekiden.tracking.identify import Call, IdentityResolver
+from ekiden.tracking.ingest import ingest_messages
+from ekiden.tracking.segment import SegmentMessage
 from ekiden.tracking.tables import events
 
 IPHONE = (
@@ -537,3 +546,324 @@ def test_concurrent_batches_about_the_same_people_all_succeed(
     assert answers == [200] * 8
     assert count(engine, events) == 8 * 12
     assert count(engine, contacts) == 12
+
+
+# --- new people of a batch created together ---------------------------------------------------
+
+
+def test_a_new_person_identified_twice_in_one_batch_is_one_contact_with_the_later_traits(
+    api: TestClient, engine: Engine
+) -> None:
+    batch = [
+        {"type": "identify", "userId": "u1", "anonymousId": "b1", "traits": {"firstName": "A"}},
+        {"type": "track", "userId": "u1", "anonymousId": "b1", "event": "Viewed"},
+        {
+            "type": "identify",
+            "userId": "u1",
+            "anonymousId": "b1",
+            "traits": {"email": "u1@example.jp", "firstName": "B"},
+        },
+    ]
+    assert api.post("/v1/batch", json={"batch": batch}).status_code == 200
+    assert count(engine, contacts) == 1
+    contact = contact_by(engine, user_id="u1")
+    assert (contact.email, contact.first_name) == ("u1@example.jp", "B")
+    assert {e.contact_id for e in all_events(engine)} == {contact.id}
+
+
+def test_a_repeated_message_id_inside_a_batch_creates_the_person_once(
+    api: TestClient, engine: Engine
+) -> None:
+    first = {"type": "identify", "messageId": "m1", "userId": "u1", "traits": {"firstName": "A"}}
+    repeat = {**first, "traits": {"firstName": "Changed"}}
+    assert api.post("/v1/batch", json={"batch": [first, repeat]}).status_code == 200
+    assert count(engine, contacts) == 1
+    assert contact_by(engine, user_id="u1").first_name == "A"
+    assert [e.message_id for e in all_events(engine)] == ["m1"]
+
+
+def test_two_new_user_ids_with_one_email_in_a_batch_are_one_contact(
+    api: TestClient, engine: Engine
+) -> None:
+    batch = [
+        {"type": "identify", "userId": "u1", "anonymousId": "b1", "traits": {"email": "x@ex.jp"}},
+        {"type": "identify", "userId": "u2", "anonymousId": "b2", "traits": {"email": "x@EX.jp"}},
+    ]
+    assert api.post("/v1/batch", json={"batch": batch}).status_code == 200
+    assert count(engine, contacts) == 1
+    contact = contact_by(engine, email="x@ex.jp")
+    assert contact.external_id == "u1"  # the second user id does not replace the first
+    assert {e.contact_id for e in all_events(engine)} == {contact.id}
+
+
+def test_a_known_email_with_a_new_user_id_updates_that_contact(
+    api: TestClient, engine: Engine
+) -> None:
+    known = {"anonymousId": "b0", "traits": {"email": "k@example.jp", "firstName": "K"}}
+    assert api.post("/v1/identify", json=known).status_code == 200
+    batch = [
+        {"type": "identify", "userId": "u-new", "traits": {"email": "k@example.jp"}},
+        {"type": "identify", "userId": "u-other", "traits": {"email": "o@example.jp"}},
+    ]
+    assert api.post("/v1/batch", json={"batch": batch}).status_code == 200
+    assert count(engine, contacts) == 2
+    contact = contact_by(engine, email="k@example.jp")
+    assert (contact.external_id, contact.first_name) == ("u-new", "K")
+    assert contact_by(engine, user_id="u-other").email == "o@example.jp"
+
+
+def test_a_track_with_a_new_user_id_creates_the_contact_and_links_the_browser(
+    api: TestClient, engine: Engine
+) -> None:
+    assert api.post("/v1/page", json={"anonymousId": "b5", "name": "Top"}).status_code == 200
+    batch = [
+        {"type": "track", "userId": "u5", "anonymousId": "b5", "event": "Signed Up"},
+        {"type": "page", "anonymousId": "b5", "name": "Pricing"},
+    ]
+    assert api.post("/v1/batch", json={"batch": batch}).status_code == 200
+    contact = contact_by(engine, user_id="u5")
+    assert contact.source_kind == "ingest"
+    assert [e.contact_id for e in all_events(engine)] == [contact.id] * 3
+    with engine.connect() as conn:
+        linked = conn.execute(
+            select(identities.c.contact_id).where(identities.c.value == "b5")
+        ).scalar_one()
+    assert linked == contact.id
+
+
+def test_new_contacts_are_queued_for_a_segment_refresh(api: TestClient, engine: Engine) -> None:
+    batch = [
+        {"type": "identify", "userId": f"u{n}", "traits": {"email": f"p{n}@example.jp"}}
+        for n in range(3)
+    ]
+    assert api.post("/v1/batch", json={"batch": batch}).status_code == 200
+    with engine.connect() as conn:
+        queued = set(conn.execute(select(dirty_contacts.c.contact_id)).scalars())
+        created = set(conn.execute(select(contacts.c.id)).scalars())
+    assert len(created) == 3
+    assert queued == created
+
+
+def test_a_person_created_meanwhile_by_another_writer_is_updated_not_duplicated(
+    engine: Engine, clock: FrozenClock
+) -> None:
+    """The bulk step's rows collide with a contact committed after the batch's look-ups: the
+    step leaves nothing behind and the one-by-one path updates that contact."""
+
+    raw = {"type": "identify", "userId": "u1", "anonymousId": "b1"}
+    message = SegmentMessage.model_validate(raw)
+    changes = ContactChanges(first_name="太郎")
+    with engine.begin() as conn:
+        resolver = IdentityResolver(conn, clock, [message], ["t@example.jp"])
+        other = upsert_contact(conn, clock, email="t@example.jp", source_kind="form")
+        call = Call(message, "t@example.jp", changes, None)
+        assert resolver.create_new_people([call], {}) == 0
+        contact_id = resolver.apply(message, "t@example.jp", changes, None, position=0)
+    assert contact_id == other.contact_id
+    assert count(engine, contacts) == 1
+    contact = contact_by(engine, email="t@example.jp")
+    assert (contact.external_id, contact.first_name) == ("u1", "太郎")
+
+
+def _outcome(engine: Engine) -> dict[str, Any]:
+    """What ingestion left behind, with contact ids replaced by the contact's user id /
+    email so that two databases can be compared."""
+    with engine.connect() as conn:
+        people = {
+            row.id: (row.external_id, row.email)
+            for row in conn.execute(select(contacts.c.id, contacts.c.external_id, contacts.c.email))
+        }
+        rows = conn.execute(
+            select(contacts).order_by(contacts.c.external_id, contacts.c.email)
+        ).mappings()
+        contact_rows = sorted(
+            ({k: v for k, v in r.items() if k not in ("id", "merged_into_id")} for r in rows),
+            key=repr,
+        )
+        links = sorted(
+            (r.kind, r.value, people[r.contact_id], r.device)
+            for r in conn.execute(select(identities))
+        )
+        history = [
+            (r.message_id, people.get(r.contact_id), r.type, r.occurred_at)
+            for r in conn.execute(select(events).order_by(events.c.message_id))
+        ]
+        queued = sorted(
+            people[i] for i in conn.execute(select(dirty_contacts.c.contact_id)).scalars()
+        )
+    return {"contacts": contact_rows, "identities": links, "events": history, "queued": queued}
+
+
+def test_creating_new_people_together_stores_what_one_by_one_stores(
+    engine: Engine, clock: FrozenClock, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generated site's traffic (new people, repeat visitors, batches arriving out of
+    order) leaves the same contacts, identities, events and refresh queue either way."""
+
+    messages = generate_messages(600, seed=11)
+    batches = [messages[i : i + 40] for i in range(0, len(messages), 40)]
+    random.Random(3).shuffle(batches)  # later visits may arrive before the identify
+
+    def run() -> dict[str, Any]:
+        for batch in batches:
+            with engine.begin() as conn:
+                ingest_messages(conn, clock, settings, batch, request_ip="203.0.113.9")
+        return _outcome(engine)
+
+    together = run()
+    created = len(together["contacts"])
+    assert created > 20
+    _clear(engine)
+    monkeypatch.setattr(IdentityResolver, "create_new_people", lambda *_: 0)
+    one_by_one = run()
+    assert one_by_one == together
+
+
+def _clear(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+def test_concurrent_batches_creating_the_same_new_person_create_it_once(
+    live_server: LiveServer, ingest_key: str, engine: Engine
+) -> None:
+    """Every batch names the same new people from its own browser, so each one qualifies
+    for creating them together; only one may."""
+
+    def batch(offset: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "identify" if p % 2 else "track",
+                "event": "Signed Up",
+                "userId": f"u{p}",
+                "anonymousId": f"browser-{offset}-{p}",
+                "messageId": f"m{offset}-{p}",
+                "traits": {"email": f"p{p}@example.jp"} if p % 2 else {},
+            }
+            for p in range(6)
+        ]
+
+    answers: list[int] = []
+
+    def post(offset: int) -> None:
+        with httpx.Client(base_url=live_server.url, auth=(ingest_key, "")) as http:
+            answers.append(http.post("/v1/batch", json={"batch": batch(offset)}).status_code)
+
+    threads = [threading.Thread(target=post, args=(offset,)) for offset in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [200] * 6
+    assert count(engine, events) == 6 * 6
+    assert count(engine, contacts) == 6
+    with engine.connect() as conn:
+        browsers = conn.execute(
+            select(func.count()).select_from(identities).where(identities.c.kind == "anonymous_id")
+        ).scalar_one()
+    assert browsers == 6 * 6
+    for p in range(1, 6, 2):
+        assert contact_by(engine, user_id=f"u{p}").email == f"p{p}@example.jp"
+
+
+def test_recorded_events_read_back_exactly_and_repeats_are_skipped(
+    engine: Engine, clock: FrozenClock
+) -> None:
+    moment = datetime(2026, 11, 24, 18, 30, 15, 123456, tzinfo=UTC)
+    full = NewEvent(
+        type="page", occurred_at=moment, source="api", anonymous_id="b1", name="料金",
+        path="/pricing", dwell_ms=1200, properties={"title": "料金プラン", "n": 1.5, "ok": True},
+        context={"locale": "ja-JP", "list": [1, None]}, ip="203.0.113.1", user_agent="UA",
+        machine=True, machine_reason="crawler", message_id="m1",
+    )  # fmt: skip
+    bare = NewEvent(type="Signed Up", occurred_at=moment, source="system")
+    with engine.begin() as conn:
+        record_events(conn, clock, [full, bare])
+    with engine.begin() as conn:
+        record_events(conn, clock, [NewEvent(type="x", occurred_at=moment, source="api",
+                                             message_id="m1")])  # fmt: skip
+    first, second = all_events(engine)
+    assert (first.type, first.name, first.anonymous_id, first.path, first.dwell_ms) == (
+        "page", "料金", "b1", "/pricing", 1200,
+    )  # fmt: skip
+    assert first.occurred_at == moment
+    assert first.received_at == clock.now()
+    assert first.properties == {"title": "料金プラン", "n": 1.5, "ok": True}
+    assert first.context == {"locale": "ja-JP", "list": [1, None]}
+    assert (first.ip, first.user_agent, first.machine, first.machine_reason) == (
+        "203.0.113.1", "UA", True, "crawler",
+    )  # fmt: skip
+    assert (first.message_id, first.source, first.contact_id) == ("m1", "api", None)
+    assert (second.type, second.machine, second.properties, second.message_id) == (
+        "Signed Up", False, {}, None,
+    )  # fmt: skip
+
+
+def _advisory_locks(conn: Any) -> list[tuple[str, bool]]:
+    rows = conn.execute(
+        text(
+            "SELECT mode, granted FROM pg_locks "
+            "WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+    )
+    return sorted((row.mode, row.granted) for row in rows)
+
+
+def test_on_postgresql_a_batch_locks_only_the_identities_it_may_write(
+    engine: Engine, clock: FrozenClock, settings: Settings
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's; SQLite runs one writer at a time")
+    known = [{"type": "identify", "userId": "u1", "anonymousId": "b1"}]
+    with engine.begin() as conn:
+        ingest_messages(conn, clock, settings, known, request_ip=None)
+    visits = [
+        {"type": "page", "userId": "u1", "anonymousId": "b1", "name": "Top"},
+        {"type": "page", "anonymousId": "b9", "name": "Top"},
+    ]
+    with engine.begin() as conn:
+        ingest_messages(conn, clock, settings, visits, request_ip=None)
+        # known person, linked browser: only reads, so the two browsers are locked shared
+        assert _advisory_locks(conn) == [("ShareLock", True)] * 3
+    new_browser = [{"type": "track", "userId": "u1", "anonymousId": "b2", "event": "E"}]
+    with engine.begin() as conn:
+        ingest_messages(conn, clock, settings, new_browser, request_ip=None)
+        locks = _advisory_locks(conn)
+    assert locks == [("ExclusiveLock", True), ("ExclusiveLock", True), ("ShareLock", True)]
+    many = [{"type": "identify", "userId": f"m{n}", "anonymousId": f"c{n}"} for n in range(200)]
+    with engine.begin() as conn:
+        ingest_messages(conn, clock, settings, many, request_ip=None)
+        assert _advisory_locks(conn) == [("ExclusiveLock", True)]  # the whole-ingest lock
+    assert count(engine, contacts) == 201
+
+
+def test_on_postgresql_a_page_view_racing_the_identify_of_its_browser_joins_the_contact(
+    engine: Engine, clock: FrozenClock, settings: Settings
+) -> None:
+    """An identify that links a browser and a page view from that browser, in flight at the
+    same time: the page view waits for the identify (or the identify for it), so it is stored
+    as the contact's or attributed to them — never left anonymous."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time")
+    identify = [{"type": "identify", "userId": "u1", "anonymousId": "b1",
+                 "traits": {"email": "race@example.jp"}}]  # fmt: skip
+    visit = [{"type": "page", "anonymousId": "b1", "name": "Thanks", "messageId": "v1"}]
+    done = threading.Event()
+
+    def view() -> None:
+        with engine.begin() as conn:
+            ingest_messages(conn, clock, settings, visit, request_ip=None)
+        done.set()
+
+    with engine.connect() as first:
+        with first.begin():
+            ingest_messages(first, clock, settings, identify, request_ip=None)
+            thread = threading.Thread(target=view)
+            thread.start()
+            # the page view cannot read the browser's owner while the identify is undecided
+            assert not done.wait(0.5)
+        thread.join(timeout=10)
+    assert done.is_set()
+    [page] = [e for e in all_events(engine) if e.type == "page"]
+    assert page.contact_id == contact_by(engine, user_id="u1").id

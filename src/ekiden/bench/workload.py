@@ -109,7 +109,8 @@ def _message(rng: random.Random, visitor: _Visitor, moment: datetime) -> dict[st
         visitor.identified = True
         number = visitor.user_id.rsplit("-", 1)[-1]
         traits = {
-            "email": f"lead{number}@example-{int(number) % 97}.co.jp",
+            # the run's prefix keeps repeats on one database about new people too
+            "email": f"lead-{visitor.user_id}@example-{int(number) % 97}.co.jp",
             "lastName": "山田",
             "firstName": "太郎",
             "company": f"株式会社サンプル{int(number) % 97}",

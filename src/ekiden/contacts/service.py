@@ -172,6 +172,26 @@ def upsert_contact(
     return Upserted(existing_id, created=False)
 
 
+def insert_new_contacts(
+    conn: Connection, clock: Clock, rows: Sequence[dict[str, Any]]
+) -> list[int]:
+    """Insert contacts already checked to be new (bulk ingestion) in one statement and
+    queue them for a segment refresh; returns their ids in the order of ``rows``.
+
+    Each row holds the same keys: contacts columns with values already validated, emails
+    normalised. IntegrityError when an email or user id is taken (run inside a savepoint
+    to recover).
+    """
+    if not rows:
+        return []
+    now = clock.now()
+    statement = insert(contacts).returning(contacts.c.id, sort_by_parameter_order=True)
+    result = conn.execute(statement, [{**r, "created_at": now, "updated_at": now} for r in rows])
+    ids = [int(i) for i in result.scalars().all()]
+    mark_dirty(conn, clock, ids)
+    return ids
+
+
 def update_contact(
     conn: Connection,
     clock: Clock,

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, select
 
 from ekiden.clock import Clock
 from ekiden.contacts.consent import record_consent
-from ekiden.contacts.identity import link_anonymous_id
+from ekiden.contacts.identity import link_anonymous_id, lock_browsers
 from ekiden.contacts.service import touch_last_seen, upsert_contact
 from ekiden.errors import Invalid, NotFound
 from ekiden.forms.answers import CheckedAnswers, Problem, check_answers
@@ -113,6 +113,9 @@ def submit_form(
         record_events(conn, clock, [event])
         log.warning("form %s: machine submission from %s (%s)", form.slug, ip, event.machine_reason)
         return _success(definition, locale, "machine", None)
+    if anonymous_id:
+        # before any contact row: ingestion locks browsers first too (no lock-order cycle)
+        lock_browsers(conn, [anonymous_id])
     # A savepoint: if anything below fails, none of it stays (the caller may still commit).
     with conn.begin_nested():
         contact_id = _store_contact(conn, clock, form, checked, locale)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, Dialect, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ekiden.clock import Clock
@@ -43,34 +44,99 @@ def record_events(conn: Connection, clock: Clock, batch: Sequence[NewEvent]) -> 
     skipped silently (retries and duplicate deliveries are normal)."""
     if not batch:
         return
-    received = clock.now()
+    insert = _event_insert(conn.dialect)
+    convert = insert.converters
+    received = convert.moment(clock.now())
     rows = [
-        {
-            "type": e.type,
-            "name": e.name,
-            "contact_id": e.contact_id,
-            "anonymous_id": e.anonymous_id,
-            "occurred_at": e.occurred_at,
-            "received_at": received,
-            "path": e.path,
-            "dwell_ms": e.dwell_ms,
-            "properties": e.properties,
-            "context": e.context,
-            "ip": e.ip,
-            "user_agent": e.user_agent,
-            "machine": e.machine,
-            "machine_reason": e.machine_reason,
-            "message_id": e.message_id,
-            "source": e.source,
-        }
+        insert.row(
+            (
+                e.type,
+                e.name,
+                e.contact_id,
+                e.anonymous_id,
+                convert.moment(e.occurred_at),
+                received,
+                e.path,
+                e.dwell_ms,
+                convert.document(e.properties),
+                convert.document(e.context),
+                e.ip,
+                e.user_agent,
+                convert.flag(e.machine),
+                e.machine_reason,
+                e.message_id,
+                e.source,
+            )
+        )
         for e in batch
     ]
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(events).on_conflict_do_nothing(index_elements=["message_id"])
-    conn.execute(statement, rows)
+    # the statement is compiled from a Core expression once; rows go to the driver's
+    # executemany as they are, without per-row statement processing
+    conn.exec_driver_sql(insert.sql, rows)
     # new behaviour may change segment membership; system events (segment entries
     # themselves) are consequences, not causes
     mark_dirty(conn, clock, (e.contact_id for e in batch if e.source != "system"))
+
+
+_COLUMNS = (
+    "type", "name", "contact_id", "anonymous_id", "occurred_at", "received_at", "path",
+    "dwell_ms", "properties", "context", "ip", "user_agent", "machine", "machine_reason",
+    "message_id", "source",
+)  # fmt: skip
+
+
+class _Converters:
+    """The bind conversions of the events columns' types for one dialect (what SQLAlchemy
+    applies to each parameter), for the three kinds of typed columns."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.moment = _processor(dialect, "occurred_at")
+        self.document = _processor(dialect, "properties")
+        self.flag = _processor(dialect, "machine")
+
+
+def _processor(dialect: Dialect, column: str) -> Callable[[Any], Any]:
+    process = events.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else _same
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class _EventInsert:
+    sql: str
+    converters: _Converters
+    row: Callable[[tuple[Any, ...]], Any]
+
+
+_inserts: weakref.WeakKeyDictionary[Dialect, _EventInsert] = weakref.WeakKeyDictionary()
+
+
+def _event_insert(dialect: Dialect) -> _EventInsert:
+    """``INSERT INTO events ... ON CONFLICT (message_id) DO NOTHING`` compiled for the
+    dialect, with how to shape one row of parameters for its driver."""
+    found = _inserts.get(dialect)
+    if found is not None:
+        return found
+    flavour = postgresql if dialect.name == "postgresql" else sqlite
+    statement = flavour.insert(events).on_conflict_do_nothing(index_elements=["message_id"])
+    compiled = statement.compile(dialect=dialect, column_keys=list(_COLUMNS), for_executemany=True)
+    if compiled.positional:
+        order = [_COLUMNS.index(name) for name in compiled.positiontup or ()]
+        if order == list(range(len(_COLUMNS))):
+            row: Callable[[tuple[Any, ...]], Any] = _same
+        else:
+            row = lambda values: tuple(values[i] for i in order)  # noqa: E731
+    else:
+        names = list(compiled.params)
+        if sorted(names) != sorted(_COLUMNS):
+            raise RuntimeError(f"unexpected parameters of the events insert: {names}")
+        row = lambda values: dict(zip(_COLUMNS, values, strict=True))  # noqa: E731
+    found = _EventInsert(compiled.string, _Converters(dialect), row)
+    _inserts[dialect] = found
+    return found
 
 
 def attribute_anonymous_events(conn: Connection, anonymous_id: str, contact_id: int) -> int:

@@ -19,14 +19,14 @@ from sqlalchemy.exc import DBAPIError
 
 from ekiden.clock import Clock
 from ekiden.config import Settings
-from ekiden.contacts.customfields import coerce_value, list_fields
+from ekiden.contacts.customfields import CustomFieldDefinition, coerce_value, list_fields
 from ekiden.contacts.emails import normalise_email
 from ekiden.contacts.models import ContactChanges
 from ekiden.contacts.service import touch_last_seen
 from ekiden.errors import EkidenError, Invalid, Malformed, TooLarge
 from ekiden.tracking.dwell import DWELL_EVENT, dwell_details
 from ekiden.tracking.events import EVENT_SOURCES, NewEvent, record_events
-from ekiden.tracking.identify import IdentityResolver, lock_identities
+from ekiden.tracking.identify import Call, IdentityResolver, ids_of, lock_identities
 from ekiden.tracking.machine import machine_reason
 from ekiden.tracking.segment import SegmentMessage, page_details, split_traits
 from ekiden.tracking.tables import events
@@ -62,6 +62,17 @@ class Prepared:
     message: SegmentMessage
     email: str | None = None
     changes: ContactChanges | None = None
+    user_agent: str | None = None
+    event: NewEvent | None = None  # built by check_messages, its contact set when stored
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request's messages that passed every check, each with its event built (the
+    contact still unknown), and the custom field definitions the check used."""
+
+    items: list[Prepared]
+    fields: dict[str, CustomFieldDefinition]
 
 
 def read_envelope(body: Any, *, kind: str) -> Envelope:
@@ -112,10 +123,14 @@ def _at(index: int, exc: EkidenError) -> EkidenError:
 
 
 def prepare_messages(
-    conn: Connection, settings: Settings, messages: Sequence[Any]
+    conn: Connection,
+    settings: Settings,
+    messages: Sequence[Any],
+    fields: dict[str, CustomFieldDefinition] | None = None,
 ) -> list[Prepared]:
     """Check every message (size, shape, ids, email and custom traits) before anything is
-    written; raise the first problem naming the event's index."""
+    written; raise the first problem naming the event's index. ``fields``, when given, is
+    filled with the custom field definitions if the check needed them."""
     prepared: list[Prepared] = []
     defined: dict[str, Any] | None = None
     for index, raw in enumerate(messages):
@@ -148,6 +163,8 @@ def prepare_messages(
         if message.type == "identify" and message.traits:
             if defined is None:
                 defined = {f.key: f for f in list_fields(conn)}
+                if fields is not None:
+                    fields.update(defined)
             _convert_traits(item, defined)
         prepared.append(item)
     return prepared
@@ -200,6 +217,32 @@ def _stored_message_ids(conn: Connection, ids: list[str]) -> set[str]:
     return found
 
 
+def check_messages(
+    conn: Connection,
+    clock: Clock,
+    settings: Settings,
+    messages: Sequence[Any],
+    *,
+    request_ip: str | None,
+    source: str = "api",
+    sent_at: datetime | None = None,
+    request_user_agent: str | None = None,
+) -> Checked:
+    """Everything ``ingest_messages`` does before it writes: check every message and build
+    its event. Only reads (custom field definitions), so a server can run it on a reading
+    connection before it opens the writing transaction. Raises EkidenError naming the first
+    bad message."""
+    if source not in EVENT_SOURCES:
+        raise ValueError(f"unknown event source {source}")
+    fields: dict[str, CustomFieldDefinition] = {}
+    prepared = prepare_messages(conn, settings, messages, fields)
+    received = clock.now()
+    for item in prepared:
+        item.user_agent = item.message.context.userAgent or request_user_agent
+        item.event = _event(item, None, received, sent_at, request_ip, source, item.user_agent)
+    return Checked(prepared, fields)
+
+
 def ingest_messages(
     conn: Connection,
     clock: Clock,
@@ -210,6 +253,7 @@ def ingest_messages(
     source: str = "api",
     sent_at: datetime | None = None,
     request_user_agent: str | None = None,
+    checked: Checked | None = None,
 ) -> IngestResult:
     """Validate all ``messages`` (Segment-shaped dicts), then store them as events and apply
     identify / group / alias to contacts, accounts and identities.
@@ -217,12 +261,32 @@ def ingest_messages(
     ``request_ip`` stands in for a message without ``context.ip``; ``request_user_agent``
     for one without ``context.userAgent`` (pass it only when the request came from the
     visitor's own browser). A message whose messageId is already stored is skipped entirely,
-    traits included. Raises EkidenError (nothing must then be committed by the caller).
+    traits included. ``checked`` is ``check_messages``' result for the same arguments when
+    the caller ran it already. Raises EkidenError (nothing must then be committed by the
+    caller).
     """
-    if source not in EVENT_SOURCES:
-        raise ValueError(f"unknown event source {source}")
-    prepared = prepare_messages(conn, settings, messages)
-    lock_identities(conn, [p.message for p in prepared])
+    if checked is None:
+        checked = check_messages(
+            conn, clock, settings, messages, request_ip=request_ip, source=source,
+            sent_at=sent_at, request_user_agent=request_user_agent,
+        )  # fmt: skip
+    prepared = checked.items
+    everyone = [p.message for p in prepared]
+    emails = [p.email for p in prepared if p.email]
+    if conn.dialect.name == "postgresql":
+        # Read first what decides whether a track / page / screen call with a userId
+        # writes, lock what may be written, then read everything else (the locked ids
+        # again: another batch may have just written them).
+        users = [m for m in everyone if m.userId and m.type in BEHAVIOUR_TYPES]
+        resolver = IdentityResolver(conn, clock, users)
+        settled_users, settled_browsers = ids_of(users)
+        locked = lock_identities(conn, everyone, resolver)
+        user_ids, anonymous_ids = ids_of(everyone)
+        resolver.read(
+            user_ids - (settled_users - locked), anonymous_ids - (settled_browsers - locked), emails
+        )
+    else:
+        resolver = IdentityResolver(conn, clock, everyone, emails)
     ids = [p.message.messageId for p in prepared if p.message.messageId]
     stored = _stored_message_ids(conn, ids) if ids else set()
     fresh: list[Prepared] = []
@@ -233,19 +297,19 @@ def ingest_messages(
                 continue
             stored.add(message_id)  # a repeat inside the same batch is a duplicate too
         fresh.append(item)
-    emails = [p.email for p in fresh if p.email]
-    resolver = IdentityResolver(conn, clock, [p.message for p in fresh], emails)
-    received = clock.now()
+    calls = [Call(p.message, p.email, p.changes, p.user_agent) for p in fresh]
+    resolver.create_new_people(calls, checked.fields)
     new_events: list[NewEvent] = []
-    for item in fresh:
-        user_agent = item.message.context.userAgent or request_user_agent
+    for position, (item, call) in enumerate(zip(fresh, calls, strict=True)):
         try:
-            contact_id = resolver.apply(item.message, item.email, item.changes, user_agent)
+            contact_id = resolver.apply(
+                call.message, call.email, call.changes, call.user_agent, position=position
+            )
         except EkidenError as exc:
             raise _at(item.index, exc) from None
-        new_events.append(
-            _event(item, contact_id, received, sent_at, request_ip, source, user_agent)
-        )
+        assert item.event is not None  # built by check_messages
+        item.event.contact_id = contact_id
+        new_events.append(item.event)
     seen: dict[int, datetime] = {}
     for event in new_events:
         if event.contact_id is None and event.anonymous_id is not None:

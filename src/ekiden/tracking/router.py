@@ -9,17 +9,28 @@ buffered, before or after decompression.
 
 from __future__ import annotations
 
+import threading
+import weakref
 import zlib
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from ekiden.auth.keys import find_key
+from ekiden.db.engine import read_connection
 from ekiden.errors import EkidenError, Malformed, TooLarge, Unauthorized
-from ekiden.tracking.ingest import IngestResult, ingest_messages, is_retryable, read_envelope
+from ekiden.tracking.ingest import (
+    IngestResult,
+    check_messages,
+    ingest_messages,
+    is_retryable,
+    read_envelope,
+)
 from ekiden.web.deps import AppContext, basic_username, get_ctx
 from ekiden.web.errors import error_response
 
@@ -100,9 +111,29 @@ def _store(
             "a write key is required: send it as the HTTP Basic user name "
             "or as writeKey in the JSON body"
         )
+    client_ip = request.client.host if request.client else None
+    user_agent = request.headers.get("user-agent") if beacon else None
+    source = "browser" if beacon else "api"
+    # The key, then the messages, are checked on a reading connection, so that on SQLite
+    # the write lock is held for the writes only.
+    with read_connection(ctx.engine) as conn:
+        if find_key(conn, key) is None:
+            raise Unauthorized("the write key is unknown or revoked")
+        envelope = read_envelope(data, kind=kind)
+        checked = check_messages(
+            conn, ctx.clock, ctx.settings, envelope.messages, request_ip=client_ip,
+            source=source, sent_at=envelope.sent_at,
+            # a beacon comes from the visitor's own browser; an SDK's agent is not theirs
+            request_user_agent=user_agent,
+        )  # fmt: skip
     for attempt in range(1, RETRIES + 1):
         try:
-            return _store_once(ctx, kind, key, data, request, beacon=beacon)
+            with _one_writer(ctx.engine), ctx.engine.begin() as conn:
+                return ingest_messages(
+                    conn, ctx.clock, ctx.settings, envelope.messages, request_ip=client_ip,
+                    source=source, sent_at=envelope.sent_at, request_user_agent=user_agent,
+                    checked=checked,
+                )  # fmt: skip
         except DBAPIError as exc:
             # PostgreSQL aborts one of two batches that wait on each other's rows (a
             # deadlock); the aborted one left nothing behind and simply runs again.
@@ -111,25 +142,21 @@ def _store(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _store_once(
-    ctx: AppContext, kind: str, key: str, data: Any, request: Request, *, beacon: bool
-) -> IngestResult:
-    client_ip = request.client.host if request.client else None
-    with ctx.engine.begin() as conn:
-        if find_key(conn, key) is None:
-            raise Unauthorized("the write key is unknown or revoked")
-        envelope = read_envelope(data, kind=kind)
-        return ingest_messages(
-            conn,
-            ctx.clock,
-            ctx.settings,
-            envelope.messages,
-            request_ip=client_ip,
-            source="browser" if beacon else "api",
-            sent_at=envelope.sent_at,
-            # a beacon comes from the visitor's own browser; an SDK's agent is not theirs
-            request_user_agent=request.headers.get("user-agent") if beacon else None,
-        )
+_writer_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_writer_locks_guard = threading.Lock()
+
+
+def _one_writer(engine: Engine) -> AbstractContextManager[Any]:
+    """On SQLite, the requests of this process write one after the other: a request waiting
+    here starts the moment the previous one commits, where SQLite's own busy wait would
+    poll with growing sleeps. PostgreSQL runs them side by side."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    with _writer_locks_guard:
+        lock = _writer_locks.get(engine)
+        if lock is None:
+            lock = _writer_locks[engine] = threading.Lock()
+    return lock
 
 
 async def _ingest(kind: str, request: Request) -> Response:
