@@ -16,6 +16,11 @@ from ekiden.contacts.cli_io import export_app, import_app
 from ekiden.db import create_db_engine
 from ekiden.db.migrate import current_revision, head_revision, migrate
 from ekiden.errors import EkidenError
+from ekiden.journeys.cli import journeys_app
+from ekiden.lifecycle.cli import lifecycle_app
+from ekiden.outbox.cli import bounces_app, outbox_app
+from ekiden.predictive.cli import model_app
+from ekiden.scoring.cli import scores_app
 from ekiden.segments.cli import segments_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ekiden marketing automation.")
@@ -24,10 +29,16 @@ user_app = typer.Typer(no_args_is_help=True, help="Manage users of the admin UI.
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(user_app, name="user")
 app.add_typer(segments_app, name="segments")
+app.add_typer(journeys_app, name="journeys")
+app.add_typer(scores_app, name="scores")
+app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(bench_app, name="bench")
+app.add_typer(model_app, name="model")
+app.add_typer(bounces_app, name="bounces")
+app.add_typer(outbox_app, name="outbox")
 
 err = Console(stderr=True)
 

@@ -37,12 +37,48 @@ def default_contact_steps() -> list[tuple[str, ContactStep]]:
     """Capabilities plug in here, in the order they must run: a later step sees what an
     earlier one wrote in the same transaction (stages and hand-offs read the new scores)."""
     steps: list[tuple[str, ContactStep]] = []
+    from ekiden.scoring.service import score_changed_contacts
+
+    # first: stages, hand-offs and segments read the new scores
+    steps.append(("scores", score_changed_contacts))
+    from ekiden.lifecycle.step import lifecycle_step
+
+    # stages, then hot-lead hand-offs, from the new scores
+    steps.append(("lifecycle", lifecycle_step))
+    from ekiden.journeys.triggers import journeys_contact_step
+
+    # last: journeys wake and enrol on the contact as the steps above left it
+    steps.append(("journeys", journeys_contact_step))
     return steps
 
 
 def default_periodic_steps() -> list[tuple[str, PeriodicStep]]:
     """Time-driven work (decay, outbox delivery, journeys), run after the contact batches."""
     steps: list[tuple[str, PeriodicStep]] = []
+    from ekiden.scoring.service import recompute_due
+
+    # score decay / expiry and full recomputes after rule changes
+    steps.append(("scores", recompute_due))
+    from ekiden.lifecycle.rearm import rearm_hot_leads
+
+    # after decay: hot-lead definitions re-arm for contacts that stopped matching over time
+    steps.append(("hot_leads", rearm_hot_leads))
+    from ekiden.journeys.triggers import journeys_step
+
+    # due enrolments: what they enqueue is delivered by the outbox step below
+    steps.append(("journeys", journeys_step))
+    from ekiden.messaging.sending_steps import ab_step, sends_step
+
+    # before the outbox, so messages written in this pass are delivered in the same pass
+    steps += [("sends", sends_step), ("ab", ab_step)]
+    from ekiden.predictive.training import rescore_due
+
+    # predictive scores of open leads, once a day (new behaviour since the last scoring)
+    steps.append(("predictions", rescore_due))
+    from ekiden.outbox import outbox_step
+
+    # delivery last: side effects enqueued by the steps above leave in the same pass
+    steps.append(("outbox", outbox_step))
     return steps
 
 

@@ -3,6 +3,13 @@
 from ekiden.auth import tables as auth_tables
 from ekiden.contacts import tables as contact_tables
 from ekiden.forms import tables as form_tables
+from ekiden.journeys import tables as journey_tables
+from ekiden.lifecycle import tables as lifecycle_tables
+from ekiden.messaging import sends_tables as sending_tables
+from ekiden.messaging import tables as messaging_tables
+from ekiden.outbox import tables as outbox_tables
+from ekiden.predictive import tables as predictive_tables
+from ekiden.scoring import tables as scoring_tables
 from ekiden.segments import tables as segment_tables
 from ekiden.tracking import tables as tracking_tables
 
@@ -10,6 +17,13 @@ __all__ = [
     "auth_tables",
     "contact_tables",
     "form_tables",
+    "journey_tables",
+    "lifecycle_tables",
+    "messaging_tables",
+    "outbox_tables",
+    "predictive_tables",
+    "scoring_tables",
     "segment_tables",
+    "sending_tables",
     "tracking_tables",
 ]

@@ -64,3 +64,26 @@ def _include_routers(app: FastAPI) -> None:
     from ekiden.segments.router import router as segments_router
 
     app.include_router(segments_router)
+    from ekiden.journeys.router import router as journeys_router
+
+    app.include_router(journeys_router)
+    from ekiden.lifecycle.router import router as lifecycle_router
+
+    app.include_router(lifecycle_router)
+    from ekiden.predictive.router import router as predictive_router
+
+    app.include_router(predictive_router)
+    from ekiden.scoring.router import router as scoring_router
+
+    app.include_router(scoring_router)
+    from ekiden.messaging.sends_router import router as sends_router
+
+    app.include_router(sends_router)
+    from ekiden.messaging.public import router as email_links_router
+    from ekiden.messaging.router import router as emails_router
+
+    app.include_router(emails_router)
+    app.include_router(email_links_router)
+    from ekiden.outbox.router import router as delivery_router
+
+    app.include_router(delivery_router)
