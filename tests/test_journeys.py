@@ -411,8 +411,13 @@ def test_enrolling_a_missing_contact_is_refused_naming_it(
     assert stored() == before
 
 
-def test_activation_is_refused_for_a_step_this_build_cannot_run(admin: TestClient) -> None:
+def test_activation_is_refused_for_a_step_this_build_cannot_run(
+    admin: TestClient, monkeypatch: Any
+) -> None:
+    from ekiden.journeys.actions import ACTIONS
     from ekiden.scoring.examples import BEHAVIOUR
+
+    monkeypatch.delitem(ACTIONS, "adjust_score")  # a build without that step
 
     assert admin.post("/api/scores", json=BEHAVIOUR).status_code == 201
     definition = {

@@ -208,6 +208,23 @@ def _change_stage(ctx: ActionContext, node: d.ChangeStage) -> dict[str, Any]:
     return {"stage": node.stage}
 
 
+def _adjust_score(ctx: ActionContext, node: d.AdjustScore) -> dict[str, Any]:
+    """Points outside the score's rules, kept as a manual award (a retry awards once)."""
+    from ekiden.scoring.service import adjust_score
+
+    value = adjust_score(
+        ctx.conn,
+        ctx.clock,
+        contact_id=ctx.contact_id,
+        score_key=node.score,
+        points=node.points,
+        reason=node.label or f"journey {ctx.journey.key}",
+        ref=ctx.key(node.id),
+        zone=ctx.settings.zone,
+    )
+    return {"score": node.score, "points": node.points, "value": value}
+
+
 def _owner(conn: Connection, contact_id: int) -> int | None:
     owner: int | None = conn.execute(
         select(contacts.c.owner_id).where(contacts.c.id == contact_id)
@@ -306,6 +323,7 @@ def _notify_sales(ctx: ActionContext, node: d.NotifySales) -> dict[str, Any]:
 
 ACTIONS: dict[str, Action] = {
     "change_stage": _change_stage,
+    "adjust_score": _adjust_score,
     "create_task": _create_task,
     "assign_owner": _assign_owner,
     "notify_sales": _notify_sales,

@@ -107,6 +107,44 @@ def enrol_command(
     )
 
 
+@journeys_app.command("examples")
+def examples_command(
+    load: Annotated[
+        bool,
+        typer.Option(
+            "--load",
+            help="Create them all as drafts, with the email templates and forms they need.",
+        ),
+    ] = False,
+) -> None:
+    """List the example journeys shipped with the product, or load them."""
+    from ekiden.journeys import bundled
+
+    settings = load_settings()
+    found = bundled.examples()
+    table = Table("key", "name", "file")
+    for example in found:
+        table.add_row(example.key, example.name, example.file)
+    Console().print(table)
+    if not load:
+        return
+    try:
+        with create_db_engine(settings.database_url).begin() as conn:
+            loaded = bundled.load_examples(conn, SystemClock(), settings.zone)
+    except EkidenError as exc:
+        raise _fail(exc.message) from None
+    err.print(
+        gettext(
+            settings.default_locale,
+            "Created %(journeys)s journeys (drafts), %(emails)s email templates and "
+            "%(forms)s forms; existing ones were kept",
+            journeys=len(loaded.journeys),
+            emails=len(loaded.emails),
+            forms=len(loaded.forms),
+        )
+    )
+
+
 @journeys_app.command("stats")
 def stats_command(key: Annotated[str, typer.Argument(help="The journey's key.")]) -> None:
     """Per-node statistics: entered, waiting, passed, exited, converted, failed."""

@@ -130,7 +130,7 @@ def get_score(conn: Connection, key: str) -> Score:
 def _score(conn: Connection, row: Any) -> Score:
     rules = conn.execute(
         select(score_rules)
-        .where(score_rules.c.score_id == row.id)
+        .where(score_rules.c.score_id == row.id, score_rules.c.kind != "manual")
         .order_by(score_rules.c.position, score_rules.c.id)
     )
     return Score(

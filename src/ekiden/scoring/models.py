@@ -178,8 +178,8 @@ class Recomputed(BaseModel):
 
 class AwardOut(BaseModel):
     rule: str
-    rule_name: str
-    kind: Literal["profile", "event"]
+    rule_name: str = Field(description="for a manual award (adjust_score): its reason")
+    kind: Literal["profile", "event", "manual"]
     event_id: int | None
     event_type: str | None
     event_path: str | None

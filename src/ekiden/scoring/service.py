@@ -6,16 +6,19 @@ has no entry (the filter language counts that as 0).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, and_, or_, select, update
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 
 from ekiden.clock import Clock
 from ekiden.config import Settings
+from ekiden.contacts.merge import MergeContext, merge_step
 from ekiden.contacts.tables import contacts
-from ekiden.errors import NotFound
+from ekiden.errors import Invalid, NotFound
 from ekiden.scoring.compute import recompute, worth_now
 from ekiden.scoring.models import (
     AwardOut,
@@ -228,3 +231,122 @@ def leaders(conn: Connection, score_key: str, *, limit: int = 50) -> list[tuple[
         .limit(limit)
     )
     return [(r.contact_id, float(r.value)) for r in rows]
+
+
+MANUAL_EVENT = "score_adjusted"
+
+
+def adjust_score(
+    conn: Connection,
+    clock: Clock,
+    *,
+    contact_id: int,
+    score_key: str,
+    points: float,
+    reason: str,
+    ref: str,
+    zone: ZoneInfo | None = None,
+) -> float:
+    """Award ``points`` (negative: take them away) to a contact by hand or from a journey,
+    outside the score's rules; returns the contact's new value of ``score_key``.
+
+    The award is kept in the ledger under a hidden rule of kind ``manual`` per score and
+    ``reason`` (named by the reason, so the explanation says why), and linked to a
+    ``score_adjusted`` event in the contact's history (properties score, points, reason,
+    ref). Recomputes only re-derive the awards of profile and event rules, so a manual award
+    survives them; it never decays or expires. ``ref`` makes the call idempotent: the same
+    ref for the same contact awards once. The value and its history are updated at once
+    (bounded by the score's max / min points); ``zone`` is the settings' time zone, for the
+    profile rules recomputed with it (Asia/Tokyo, the default setting, when not given).
+    NotFound for an unknown score or contact, Invalid for zero points or an empty reason."""
+    from ekiden.tracking.events import NewEvent, record_events
+
+    if points == 0 or points != points:  # zero or NaN
+        raise Invalid("points: give a non-zero number", code="invalid_points")
+    if not reason.strip() or len(reason) > 500:
+        raise Invalid("reason: give a reason of 1-500 characters", code="invalid_reason")
+    if not ref or len(ref) > 200:
+        raise Invalid("ref: give a reference of 1-200 characters", code="invalid_ref")
+    score_id = conn.execute(
+        select(score_definitions.c.id).where(score_definitions.c.key == score_key)
+    ).scalar_one_or_none()
+    if score_id is None:
+        raise NotFound(f"no score {score_key!r}", code="unknown_score")
+    found = conn.execute(
+        select(contacts.c.id).where(
+            contacts.c.id == contact_id, contacts.c.merged_into_id.is_(None)
+        )
+    ).first()
+    if found is None:
+        raise NotFound(f"no contact with id {contact_id}")
+    now = clock.now()
+    rule_key = "manual:" + hashlib.sha256(reason.encode()).hexdigest()[:24]
+    rule_id = conn.execute(
+        select(score_rules.c.id).where(
+            score_rules.c.score_id == score_id, score_rules.c.key == rule_key
+        )
+    ).scalar_one_or_none()
+    if rule_id is None:
+        rule_id = conn.execute(
+            insert(score_rules)
+            .values(
+                score_id=score_id, key=rule_key, name=reason, kind="manual", condition={},
+                points=0.0, enabled=True, position=1_000_000, created_at=now, updated_at=now,
+            )
+            .returning(score_rules.c.id)
+        ).scalar_one()  # fmt: skip
+    once = hashlib.sha256(f"{score_key}\n{contact_id}\n{ref}".encode()).hexdigest()
+    message_id = f"score:{once}"
+    record_events(
+        conn,
+        clock,
+        [
+            NewEvent(
+                type=MANUAL_EVENT,
+                occurred_at=now,
+                source="system",
+                contact_id=contact_id,
+                properties={"score": score_key, "points": points, "reason": reason, "ref": ref},
+                message_id=message_id,
+            )
+        ],
+    )
+    event_id = conn.execute(
+        select(events.c.id).where(events.c.message_id == message_id)
+    ).scalar_one()
+    done = conn.execute(
+        select(score_awards.c.id).where(
+            score_awards.c.contact_id == contact_id,
+            score_awards.c.score_id == score_id,
+            score_awards.c.event_id == event_id,
+        )
+    ).first()
+    if done is None:
+        conn.execute(
+            insert(score_awards).values(
+                rule_id=rule_id, score_id=score_id, contact_id=contact_id, event_id=event_id,
+                awarded_at=now, points=float(points),
+            )
+        )  # fmt: skip
+        recompute(
+            conn,
+            clock,
+            zone or ZoneInfo("Asia/Tokyo"),
+            contact_ids=[contact_id],
+            score_keys=[score_key],
+        )
+    return current_scores(conn, [contact_id]).get(contact_id, {}).get(score_key, 0.0)
+
+
+@merge_step
+def move_manual_awards(ctx: MergeContext) -> None:
+    """A merge hands the loser's manual awards to the winner (rule-derived awards follow the
+    moved events and profile at the winner's next recompute)."""
+    manual = select(score_rules.c.id).where(score_rules.c.kind == "manual")
+    moved = ctx.conn.execute(
+        update(score_awards)
+        .where(score_awards.c.contact_id == ctx.loser_id, score_awards.c.rule_id.in_(manual))
+        .values(contact_id=ctx.winner_id)
+    ).rowcount
+    if moved:
+        ctx.moved["manual_score_awards"] = int(moved)
