@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ekiden.analytics.cli import report_command
 from ekiden.bench.cli import bench_app
 from ekiden.clock import SystemClock
 from ekiden.config import ConfigError, Settings, load_settings
@@ -39,6 +40,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(model_app, name="model")
 app.add_typer(bounces_app, name="bounces")
 app.add_typer(outbox_app, name="outbox")
+app.command("report")(report_command)
 
 err = Console(stderr=True)
 

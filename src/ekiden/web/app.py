@@ -87,3 +87,6 @@ def _include_routers(app: FastAPI) -> None:
     from ekiden.outbox.router import router as delivery_router
 
     app.include_router(delivery_router)
+    from ekiden.analytics.router import router as reports_router
+
+    app.include_router(reports_router)
