@@ -14,6 +14,13 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks on scratch databa
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
+# Options the population benchmarks share.
+Population = Annotated[int, typer.Option(min=100, help="Contacts in the population.")]
+PopulationEvents = Annotated[int, typer.Option(min=1_000, help="Events in the population.")]
+ScratchDatabase = Annotated[
+    str, typer.Option(help="sqlite:///… or postgresql://… (a scratch database is used).")
+]
+
 
 @bench_app.command("ingest")
 def ingest(
@@ -65,12 +72,9 @@ def print_report(report: IngestReport) -> None:
 
 @bench_app.command("segments")
 def segments(
-    contacts: Annotated[int, typer.Option(min=100, help="Contacts in the population.")] = 1_000_000,
-    events: Annotated[int, typer.Option(min=1_000, help="Events in the population.")] = 10_000_000,
-    database_url: Annotated[
-        str,
-        typer.Option(help="sqlite:///… or postgresql://… (a scratch database is used)."),
-    ] = "sqlite:///bench.db",
+    contacts: Population = 1_000_000,
+    events: PopulationEvents = 10_000_000,
+    database_url: ScratchDatabase = "sqlite:///bench.db",
     repeat: Annotated[int, typer.Option(min=1, help="Full refreshes; medians reported.")] = 3,
     samples: Annotated[int, typer.Option(min=1, help="Freshness measurements.")] = 40,
 ) -> None:
@@ -112,11 +116,8 @@ def segments(
 @bench_app.command("training")
 def training(
     contacts: Annotated[int, typer.Option(min=200, help="Contacts in the population.")] = 100_000,
-    events: Annotated[int, typer.Option(min=1_000, help="Events in the population.")] = 1_000_000,
-    database_url: Annotated[
-        str,
-        typer.Option(help="sqlite:///… or postgresql://… (a scratch database is used)."),
-    ] = "sqlite:///bench.db",
+    events: PopulationEvents = 1_000_000,
+    database_url: ScratchDatabase = "sqlite:///bench.db",
     repeat: Annotated[int, typer.Option(min=1, help="Trainings; medians reported.")] = 3,
 ) -> None:
     """Predictive training (features from the DB, evaluation, fit, scoring) vs the bare fit."""
@@ -153,10 +154,7 @@ def training(
 @bench_app.command("email")
 def email(
     messages: Annotated[int, typer.Option(min=10, help="Messages sent per run.")] = 5_000,
-    database_url: Annotated[
-        str,
-        typer.Option(help="sqlite:///… or postgresql://… (a scratch database is used)."),
-    ] = "sqlite:///bench.db",
+    database_url: ScratchDatabase = "sqlite:///bench.db",
     repeat: Annotated[int, typer.Option(min=1, help="Runs; medians are reported.")] = 3,
 ) -> None:
     """Personalised, tracked, DKIM-signed emails/s from one worker vs plain smtplib."""
@@ -203,12 +201,9 @@ def email(
 
 @bench_app.command("scoring")
 def scoring(
-    contacts: Annotated[int, typer.Option(min=100, help="Contacts in the population.")] = 1_000_000,
-    events: Annotated[int, typer.Option(min=1_000, help="Events in the population.")] = 10_000_000,
-    database_url: Annotated[
-        str,
-        typer.Option(help="sqlite:///… or postgresql://… (a scratch database is used)."),
-    ] = "sqlite:///bench.db",
+    contacts: Population = 1_000_000,
+    events: PopulationEvents = 10_000_000,
+    database_url: ScratchDatabase = "sqlite:///bench.db",
     repeat: Annotated[int, typer.Option(min=1, help="Full recomputes; medians reported.")] = 3,
     samples: Annotated[int, typer.Option(min=1, help="Incremental measurements.")] = 40,
 ) -> None:
