@@ -92,6 +92,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def bench_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a benchmark command builds its scratch database: a file in the test's own
+    directory, or (when configured) the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bench.db'}"
+    if not PG_URL:
+        pytest.skip("EKIDEN_TEST_POSTGRES_URL is not set")
+    return PG_URL
+
+
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     engine = create_db_engine(db_url)

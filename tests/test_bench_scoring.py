@@ -3,8 +3,6 @@ SQL and prints the figures."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from typer.testing import CliRunner
 
@@ -12,14 +10,8 @@ from ekiden.cli import app
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_scoring_benchmark_runs_small(backend: str) -> None:
-    if backend == "postgres":
-        url = os.environ.get("EKIDEN_TEST_POSTGRES_URL")
-        if not url:
-            pytest.skip("EKIDEN_TEST_POSTGRES_URL is not set")
-    else:
-        url = "sqlite:///bench.db"
+def test_scoring_benchmark_runs_small(bench_database_url: str) -> None:
+    url = bench_database_url
     result = CliRunner().invoke(
         app,
         ["bench", "scoring", "--contacts", "3000", "--events", "30000", "--repeat", "2",

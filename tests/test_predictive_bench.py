@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from typer.testing import CliRunner
 
@@ -11,14 +9,8 @@ from ekiden.cli import app
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_training_benchmark_runs_small(backend: str) -> None:
-    if backend == "postgres":
-        url = os.environ.get("EKIDEN_TEST_POSTGRES_URL")
-        if not url:
-            pytest.skip("EKIDEN_TEST_POSTGRES_URL is not set")
-    else:
-        url = "sqlite:///bench.db"
+def test_training_benchmark_runs_small(bench_database_url: str) -> None:
+    url = bench_database_url
     result = CliRunner().invoke(
         app,
         ["bench", "training", "--contacts", "2000", "--events", "20000", "--repeat", "1",
