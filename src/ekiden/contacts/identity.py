@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ekiden.clock import Clock
 from ekiden.contacts.service import live_contact_id
 from ekiden.contacts.tables import identities
+from ekiden.db.lists import one_of
 from ekiden.segments.dirty import mark_dirty
 from ekiden.tracking.events import attribute_anonymous_events
 from ekiden.tracking.tables import events
@@ -68,7 +69,7 @@ def contacts_for_anonymous_ids(conn: Connection, anonymous_ids: Iterable[str]) -
         chunk = wanted[start : start + 500]
         rows = conn.execute(
             select(identities.c.value, identities.c.contact_id).where(
-                identities.c.kind == "anonymous_id", identities.c.value.in_(chunk)
+                identities.c.kind == "anonymous_id", one_of(conn, identities.c.value, chunk)
             )
         )
         found.update({row.value: row.contact_id for row in rows})

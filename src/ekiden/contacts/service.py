@@ -16,6 +16,7 @@ from ekiden.contacts.emails import normalise_email
 from ekiden.contacts.models import Contact, ContactChanges
 from ekiden.contacts.tables import accounts, contact_tags, contacts, identities
 from ekiden.contacts.tags import add_tags, clean_tag
+from ekiden.db.lists import one_of
 from ekiden.errors import Conflict, Invalid, NotFound
 from ekiden.segments.dirty import mark_dirty
 
@@ -66,7 +67,7 @@ def contacts_by_identifier(
         chunk = wanted[start : start + 500]
         rows = conn.execute(
             select(contacts.c.id, column.label("value"), contacts.c.merged_into_id).where(
-                column.in_(chunk)
+                one_of(conn, column, chunk)
             )
         )
         for row in rows:
@@ -78,7 +79,7 @@ def contacts_by_identifier(
         if missing:
             absorbed = conn.execute(
                 select(identities.c.value, identities.c.contact_id).where(
-                    identities.c.kind == kind, identities.c.value.in_(missing)
+                    identities.c.kind == kind, one_of(conn, identities.c.value, missing)
                 )
             )
             for identity in absorbed:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
+import psycopg.errors
 from sqlalchemy import Connection, Dialect, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -47,35 +49,54 @@ def record_events(conn: Connection, clock: Clock, batch: Sequence[NewEvent]) -> 
     insert = _event_insert(conn.dialect)
     convert = insert.converters
     received = convert.moment(clock.now())
-    rows = [
-        insert.row(
-            (
-                e.type,
-                e.name,
-                e.contact_id,
-                e.anonymous_id,
-                convert.moment(e.occurred_at),
-                received,
-                e.path,
-                e.dwell_ms,
-                convert.document(e.properties),
-                convert.document(e.context),
-                e.ip,
-                e.user_agent,
-                convert.flag(e.machine),
-                e.machine_reason,
-                e.message_id,
-                e.source,
-            )
+    values = [
+        (
+            e.type,
+            e.name,
+            e.contact_id,
+            e.anonymous_id,
+            convert.moment(e.occurred_at),
+            received,
+            e.path,
+            e.dwell_ms,
+            convert.document(e.properties),
+            convert.document(e.context),
+            e.ip,
+            e.user_agent,
+            convert.flag(e.machine),
+            e.machine_reason,
+            e.message_id,
+            e.source,
         )
         for e in batch
     ]
-    # the statement is compiled from a Core expression once; rows go to the driver's
-    # executemany as they are, without per-row statement processing
-    conn.exec_driver_sql(insert.sql, rows)
+    if not (conn.dialect.name == "postgresql" and len(values) >= COPY_FROM and _copy(conn, values)):
+        # the statement is compiled from a Core expression once; rows go to the driver's
+        # executemany as they are, without per-row statement processing
+        conn.exec_driver_sql(insert.sql, [insert.row(v) for v in values])
     # new behaviour may change segment membership; system events (segment entries
     # themselves) are consequences, not causes
     mark_dirty(conn, clock, (e.contact_id for e in batch if e.source != "system"))
+
+
+# From this many rows on, PostgreSQL gets them by COPY: one stream instead of one INSERT
+# per row (several times faster for a batch of hundreds).
+COPY_FROM = 20
+
+
+def _copy(conn: Connection, values: list[tuple[Any, ...]]) -> bool:
+    """COPY the rows into events inside a savepoint; False (nothing written) when one of their
+    message ids is already stored: a concurrent batch carried the same message, and the caller
+    falls back to ``INSERT ... ON CONFLICT DO NOTHING``, which skips it."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    try:
+        with conn.begin_nested(), raw.cursor() as cursor, cursor.copy(_COPY_SQL) as copy:
+            for row in values:
+                copy.write_row(row)
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
 
 
 _COLUMNS = (
@@ -83,6 +104,7 @@ _COLUMNS = (
     "dwell_ms", "properties", "context", "ip", "user_agent", "machine", "machine_reason",
     "message_id", "source",
 )  # fmt: skip
+_COPY_SQL = f"COPY events ({', '.join(_COLUMNS)}) FROM STDIN"
 
 
 class _Converters:

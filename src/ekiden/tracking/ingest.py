@@ -23,6 +23,7 @@ from ekiden.contacts.customfields import CustomFieldDefinition, coerce_value, li
 from ekiden.contacts.emails import normalise_email
 from ekiden.contacts.models import ContactChanges
 from ekiden.contacts.service import touch_last_seen
+from ekiden.db.lists import one_of
 from ekiden.errors import EkidenError, Invalid, Malformed, TooLarge
 from ekiden.tracking.dwell import DWELL_EVENT, dwell_details
 from ekiden.tracking.events import EVENT_SOURCES, NewEvent, record_events
@@ -210,7 +211,9 @@ def _stored_message_ids(conn: Connection, ids: list[str]) -> set[str]:
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         found.update(
-            conn.execute(select(events.c.message_id).where(events.c.message_id.in_(chunk)))
+            conn.execute(
+                select(events.c.message_id).where(one_of(conn, events.c.message_id, chunk))
+            )
             .scalars()
             .all()
         )
