@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from ekiden.config import load_settings
-from ekiden.web.app import create_app
+from ekiden.web.app import create_app, prepare_to_serve
 
 
 def create() -> FastAPI:
     """uvicorn factory (``--factory ekiden.bench.server:create``)."""
-    return create_app(load_settings())
+    return prepare_to_serve(create_app(load_settings()))
