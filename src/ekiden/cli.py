@@ -103,11 +103,12 @@ def serve(
     """Serve the HTTP API, tracking endpoints and forms."""
     import uvicorn
 
-    from ekiden.web.app import create_app
+    from ekiden.web.app import create_app, prepare_to_serve
 
     settings = settings_or_exit()
     ensure_schema(settings)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    web = prepare_to_serve(create_app(settings))
+    uvicorn.run(web, host=host, port=port, log_level="info")
 
 
 @app.command()
@@ -168,15 +169,16 @@ def run(
     """Serve HTTP and run the worker in one process (small installations, the demo)."""
     import uvicorn
 
-    from ekiden.web.app import create_app
+    from ekiden.web.app import create_app, prepare_to_serve
     from ekiden.worker import Worker, start_in_thread
 
     settings = settings_or_exit()
     ensure_schema(settings)
     clock = SystemClock()
+    web = prepare_to_serve(create_app(settings, clock=clock))
     _, stop = start_in_thread(Worker(create_db_engine(settings.database_url), clock, settings))
     try:
-        uvicorn.run(create_app(settings, clock=clock), host=host, port=port, log_level="info")
+        uvicorn.run(web, host=host, port=port, log_level="info")
     finally:
         stop.set()
 
@@ -201,7 +203,7 @@ def demo(
 
     from ekiden.demo.run import announce, build, is_built, keys
     from ekiden.demo.site import demo_router
-    from ekiden.web.app import create_app
+    from ekiden.web.app import create_app, prepare_to_serve
     from ekiden.worker import Worker, start_in_thread
 
     overrides = (
@@ -226,6 +228,7 @@ def demo(
     clock = SystemClock()
     web = create_app(settings, engine=engine, clock=clock)
     web.include_router(demo_router(ingest_key))
+    prepare_to_serve(web)
     _, stop = start_in_thread(Worker(engine, clock, settings))
     announce(settings, host, port, admin_key, ingest_key)
     try:
