@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -99,6 +100,15 @@ def ensure_schema(settings: Settings) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Server processes. Each takes requests on the same port; on SQLite their "
+            "ingestion writes still go one at a time.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API, tracking endpoints and forms."""
     import uvicorn
@@ -107,6 +117,14 @@ def serve(
 
     settings = settings_or_exit()
     ensure_schema(settings)
+    if workers > 1:
+        # uvicorn's own command runs the processes; each builds its app from the same
+        # environment (this process is replaced, so signals reach uvicorn directly)
+        command = [
+            sys.executable, "-m", "uvicorn", "ekiden.web.server:create", "--factory",
+            "--workers", str(workers), "--host", host, "--port", str(port),
+        ]  # fmt: skip
+        os.execv(sys.executable, command)  # noqa: S606
     web = prepare_to_serve(create_app(settings))
     uvicorn.run(web, host=host, port=port, log_level="info")
 
@@ -197,8 +215,6 @@ def demo(
 
     Uses EKIDEN_DATABASE_URL when set, otherwise the SQLite file ekiden-demo.db.
     """
-    import os
-
     import uvicorn
 
     from ekiden.demo.run import announce, build, is_built, keys

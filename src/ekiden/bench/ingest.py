@@ -85,7 +85,7 @@ def serve(database_url: str, *, workers: int) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "EKIDEN_DATABASE_URL": database_url}
     command = [
-        sys.executable, "-m", "uvicorn", "ekiden.bench.server:create", "--factory",
+        sys.executable, "-m", "uvicorn", "ekiden.web.server:create", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools",
     ]  # fmt: skip

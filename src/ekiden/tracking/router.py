@@ -9,11 +9,12 @@ buffered, before or after decompression.
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import weakref
 import zlib
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -142,20 +143,56 @@ def _store(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-_writer_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_writer_locks: weakref.WeakKeyDictionary[Engine, _WriterLock] = weakref.WeakKeyDictionary()
 _writer_locks_guard = threading.Lock()
 
 
+class _WriterLock:
+    """One writer at a time on a SQLite file, across the threads of this process (a lock)
+    and across the server's processes (``flock`` on a file beside the database): a waiting
+    request starts the moment the previous one commits, where SQLite's own busy wait polls
+    with growing sleeps."""
+
+    def __init__(self, path: str | None) -> None:
+        self._thread_lock = threading.Lock()
+        self._path = path
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        if self._path is None:
+            return
+        try:
+            # opened for each hold (a few microseconds a batch), so no file outlives its use
+            self._file = open(self._path, "a+b")
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+        except BaseException:
+            self._release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file lets the lock go
+            self._file = None
+        self._thread_lock.release()
+
+
 def _one_writer(engine: Engine) -> AbstractContextManager[Any]:
-    """On SQLite, the requests of this process write one after the other: a request waiting
-    here starts the moment the previous one commits, where SQLite's own busy wait would
-    poll with growing sleeps. PostgreSQL runs them side by side."""
+    """On SQLite, ingestion requests write one after the other (see _WriterLock).
+    PostgreSQL runs them side by side."""
     if engine.dialect.name != "sqlite":
         return nullcontext()
     with _writer_locks_guard:
         lock = _writer_locks.get(engine)
         if lock is None:
-            lock = _writer_locks[engine] = threading.Lock()
+            database = engine.url.database
+            on_disk = database and database != ":memory:" and not database.startswith("file:")
+            lock = _writer_locks[engine] = _WriterLock(
+                f"{database}.write-lock" if on_disk else None
+            )
     return lock
 
 
