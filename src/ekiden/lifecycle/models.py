@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 StageKind = Literal["lifecycle", "buying"]
 Outcome = Literal["won", "lost"]
-MoveSource = Literal["entry", "rule", "api", "feedback"]
+MoveSource = Literal["entry", "rule", "api", "feedback", "merge"]
 MAX_ID = 2**63 - 1
 MAX_POSITION = 1_000_000
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")

@@ -59,7 +59,7 @@ stage_history = Table(
     Column("from_stage", String(32)),
     Column("to_stage", String(32), nullable=False),
     Column("moved_at", UTCDateTime, nullable=False),
-    Column("source", String(10), nullable=False),  # entry | rule | api | feedback
+    Column("source", String(10), nullable=False),  # entry | rule | api | feedback | merge
     Column("rule_id", Id),
     Column("moved_by", Text),  # "api:<key prefix>"
     Column("user_id", Id, ForeignKey("users.id", ondelete="SET NULL")),
