@@ -128,6 +128,9 @@ def _onsite(ctx: ActionContext, node: d.OnsiteMessage) -> dict[str, Any]:
             message=node.message,
             created_at=now,
             expires_at=None if node.expires_in is None else now + node.expires_in,
+            link=node.link,
+            link_text=node.link_text,
+            show=node.show,
         )
         .on_conflict_do_nothing(index_elements=["key"])
     )

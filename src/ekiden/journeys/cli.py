@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ekiden.clock import SystemClock
+from ekiden.clock import Clock, FrozenClock, SystemClock
 from ekiden.config import load_settings
 from ekiden.db import create_db_engine
 from ekiden.errors import EkidenError, NotFound
@@ -170,3 +171,134 @@ def stats_command(key: Annotated[str, typer.Argument(help="The journey's key.")]
             **found.model_dump(exclude={"key", "nodes"}),
         )
     )
+
+
+_ASSUMPTIONS = {
+    "fields_now": "Contact fields, tags, lists, segments and scores are taken as they are now; "
+    "events as they happened.",
+    "simulated_emails_unopened": "Emails of the simulation were never sent: nobody opened or "
+    "clicked them, so waits for those opens or clicks time out (marked * in the table).",
+    "no_side_effects": "Nothing was sent or stored; tags, lists, fields, stages and points "
+    "the journey sets are applied in memory only.",
+    "segments_current_members": "Segment entries come from current members only.",
+    "manual_not_simulated": "Manual and API enrolments cannot be replayed.",
+    "horizon": "Enrolments whose wait ends after now are shown as waiting.",
+    "play_out": "Waits still open now were played to their end as if nothing more happened.",
+}
+
+
+@journeys_app.command("simulate")
+def simulate_command(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A journey definition (YAML or JSON), saved or not."),
+    ] = None,
+    days: Annotated[
+        int, typer.Option("--days", help="Replay the last this many days of history (1-366).")
+    ] = 30,
+    key: Annotated[
+        str | None, typer.Option("--journey", help="Replay a saved journey instead of a file.")
+    ] = None,
+    play_out: Annotated[
+        bool,
+        typer.Option("--play-out", help="Run waits still open now to their end."),
+    ] = False,
+    now: Annotated[
+        str | None,
+        typer.Option("--now", help="Replay as if it were this ISO 8601 time (default: now)."),
+    ] = None,
+) -> None:
+    """Dry-run: who would enter, branch and get each email over the last N days. Nothing
+    is sent or stored."""
+    from ekiden.db.engine import read_connection
+    from ekiden.journeys.simulate import simulate
+
+    settings = load_settings()
+    locale = settings.default_locale
+    if (path is None) == (key is None):
+        raise _fail(gettext(locale, "give a definition FILE or --journey KEY (one of them)"))
+    clock: Clock = SystemClock()
+    if now is not None:
+        try:
+            moment = datetime.fromisoformat(now)
+        except ValueError:
+            raise _fail(f"--now must be an ISO 8601 time, not {now!r}") from None
+        clock = FrozenClock(moment if moment.tzinfo else moment.replace(tzinfo=settings.zone))
+    raw = None
+    if path is not None:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise _fail(f"cannot read {path}: {exc}") from None
+    try:
+        with read_connection(create_db_engine(settings.database_url)) as conn:
+            found = simulate(
+                conn,
+                clock,
+                settings.zone,
+                definition=raw,
+                key=key,
+                days=days,
+                play_out=play_out,
+            )
+    except EkidenError as exc:
+        raise _fail(exc.message) from None
+    out = Console()
+    out.print(
+        gettext(
+            locale,
+            "Dry-run of %(journey)s over %(days)s days (%(start)s – %(end)s): %(facts)s trigger "
+            "facts, %(entered)s contacts would enter (%(enrolments)s enrolments)",
+            journey=found.journey,
+            days=found.days,
+            start=found.start.astimezone(settings.zone).strftime("%Y-%m-%d %H:%M"),
+            end=found.end.astimezone(settings.zone).strftime("%Y-%m-%d %H:%M"),
+            facts=found.facts,
+            entered=found.entered,
+            enrolments=found.enrolments,
+        ),
+        highlight=False,
+    )
+    nodes = Table(
+        *(
+            gettext(locale, h)
+            for h in ("node", "type", "entered", "passed", "waiting", "exited", "converted")
+        ),
+        gettext(locale, "email"),
+    )
+    for n in found.nodes:
+        mark = " *" if n.depends_on_email_events else ""
+        email = n.email or ""
+        if n.capped:
+            email += " " + gettext(locale, "(capped %(n)s)", n=n.capped)
+        nodes.add_row(
+            n.node + mark,
+            n.type,
+            *(str(v) for v in (n.entered, n.passed, n.waiting, n.exited, n.converted)),
+            email,
+        )
+    out.print(nodes)
+    edges = Table(*(gettext(locale, h) for h in ("from", "port", "to", "contacts")))
+    for e in found.edges:
+        edges.add_row(e.source, e.port, e.target or gettext(locale, "(end)"), str(e.count))
+    out.print(edges)
+    if found.emails:
+        mails = Table(*(gettext(locale, h) for h in ("email", "emails", "contacts")))
+        for m in found.emails:
+            mails.add_row(m.email, str(m.count), str(m.contacts))
+        out.print(mails)
+    out.print(
+        gettext(
+            locale,
+            "Skipped: %(reentry)s by the re-entry policy, %(condition)s by the entry condition, "
+            "%(limit)s over the limit. Now: completed %(completed)s, exited %(exited)s, "
+            "converted %(converted)s, waiting %(waiting)s",
+            reentry=found.skipped_reentry,
+            condition=found.skipped_condition,
+            limit=found.skipped_limit,
+            **found.outcomes,
+        ),
+        highlight=False,
+    )
+    for code in found.assumptions:
+        out.print("- " + gettext(locale, _ASSUMPTIONS[code]), highlight=False)

@@ -342,12 +342,23 @@ class IssueCoupon(_Step):
 
 
 class OnsiteMessage(_Step):
-    """Shown by the browser snippet on the contact's next visit (once), until ``expires_in``."""
+    """Shown by the browser snippet on the contact's next visit, until ``expires_in``: once
+    (``show: once``), or on every page until the visitor closes it or follows its link
+    (``show: until_dismissed``). ``link`` / ``link_text``: an optional call to action."""
 
     type: Literal["onsite_message"]
     message: str = Field(min_length=1, max_length=2000)
     title: str | None = Field(None, max_length=200)
     expires_in: Duration | None = None
+    link: str | None = Field(None, pattern=r"^https?://", max_length=2000)
+    link_text: str | None = Field(None, min_length=1, max_length=100)
+    show: Literal["once", "until_dismissed"] = "once"
+
+    @model_validator(mode="after")
+    def _link(self) -> OnsiteMessage:
+        if self.link_text is not None and self.link is None:
+            raise ValueError("link_text needs link")
+        return self
 
 
 class Enrol(_Step):

@@ -124,16 +124,20 @@ def contact_history(conn: Connection, contact_id: int) -> list[EnrolmentOut]:
 def pending_onsite_messages(
     conn: Connection, clock: Clock, contact_id: int
 ) -> list[OnsiteMessageOut]:
-    """Messages not shown yet and not expired, oldest first."""
+    """Messages still to be shown, oldest first: not expired, not closed or clicked, and not
+    shown yet (``show: once``) or shown until dismissed."""
     require_live_contact(conn, contact_id)
     now = clock.now()
+    m = onsite_messages
     rows = conn.execute(
-        select(onsite_messages, journeys.c.key.label("journey_key"))
-        .join(journeys, journeys.c.id == onsite_messages.c.journey_id)
+        select(m, journeys.c.key.label("journey_key"))
+        .join(journeys, journeys.c.id == m.c.journey_id)
         .where(
-            onsite_messages.c.contact_id == contact_id,
-            onsite_messages.c.shown_at.is_(None),
-            or_(onsite_messages.c.expires_at.is_(None), onsite_messages.c.expires_at > now),
+            m.c.contact_id == contact_id,
+            m.c.dismissed_at.is_(None),
+            m.c.clicked_at.is_(None),
+            or_(m.c.shown_at.is_(None), m.c.show == "until_dismissed"),
+            or_(m.c.expires_at.is_(None), m.c.expires_at > now),
         )
         .order_by(onsite_messages.c.id)
     ).all()

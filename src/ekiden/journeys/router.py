@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
+from pydantic import BaseModel, ConfigDict, Field
 
 from ekiden.journeys import reports, service
 from ekiden.journeys.models import (
@@ -16,6 +17,7 @@ from ekiden.journeys.models import (
     JourneyStats,
     OnsiteMessageOut,
 )
+from ekiden.journeys.simulate import MAX_DAYS, Simulation, simulate
 from ekiden.web.deps import AdminKey, Conn, Ctx, ReadConn
 from ekiden.web.pagination import Page
 
@@ -35,6 +37,36 @@ def list_journeys(_: AdminKey, conn: ReadConn) -> Page[JourneyOut]:
 def create_journey(body: Definition, _: AdminKey, conn: Conn, ctx: Ctx) -> JourneyOut:
     """A new journey in draft (version 1), checked against what exists."""
     return service.create_journey(conn, ctx.clock, body, ctx.settings.zone)
+
+
+class SimulateIn(BaseModel):
+    """Either a definition (a draft, not saved) or the key of a saved journey."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    definition: dict[str, Any] | None = Field(
+        None, description="a journey definition, checked as when saving"
+    )
+    journey: str | None = Field(None, description="or: a saved journey's key (current version)")
+    days: int = Field(30, ge=1, le=MAX_DAYS, description="replay the last this many days")
+    play_out: bool = Field(
+        False, description="run waits still open now to their end, as if nothing more happened"
+    )
+
+
+@router.post("/journeys/simulate")
+def simulate_journey(body: SimulateIn, _: AdminKey, conn: ReadConn, ctx: Ctx) -> Simulation:
+    """Dry-run: replay against the last ``days`` days of history and count, per node and
+    edge, who would enter, branch and get each email. Nothing is written or sent."""
+    return simulate(
+        conn,
+        ctx.clock,
+        ctx.settings.zone,
+        definition=body.definition,
+        key=body.journey,
+        days=body.days,
+        play_out=body.play_out,
+    )
 
 
 @router.get("/journeys/{key}")

@@ -101,7 +101,13 @@ onsite_messages = Table(
     Column("message", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime),
-    Column("shown_at", UTCDateTime),
+    Column("shown_at", UTCDateTime),  # first shown
+    Column("link", Text),  # a call to action (http / https)
+    Column("link_text", Text),
+    Column("show", String(20), nullable=False, server_default="once"),  # | until_dismissed
+    Column("shown_count", Integer, nullable=False, server_default="0"),
+    Column("dismissed_at", UTCDateTime),  # closed by the visitor
+    Column("clicked_at", UTCDateTime),  # its link followed
     Index("ix_onsite_messages_contact_id", "contact_id"),
 )
 

@@ -65,7 +65,7 @@ def wake_waiting(conn: Connection, clock: Clock, contact_ids: Sequence[int]) -> 
     return len(ids)
 
 
-def _matches(trigger: d.EventTrigger, row: Any) -> bool:
+def event_matches(trigger: d.EventTrigger, row: Any) -> bool:
     event = EventData(
         type=row.type,
         occurred_at=row.occurred_at,
@@ -92,7 +92,7 @@ class _Fact:
     at: datetime  # when it was recorded
 
 
-def _stage_trigger(trigger: d.StageTrigger) -> d.EventTrigger:
+def stage_trigger(trigger: d.StageTrigger) -> d.EventTrigger:
     """A stage reached is a ``stage_changed`` event (recorded by lifecycle) to that stage."""
     return d.EventTrigger.model_validate(
         {
@@ -107,7 +107,7 @@ def _event_facts(
     conn: Connection, journey: d.Journey, since: datetime, ids: list[int]
 ) -> list[_Fact]:
     triggers = [t for t in journey.entry.triggers if isinstance(t, d.EventTrigger)]
-    triggers += [_stage_trigger(t) for t in journey.entry.triggers if isinstance(t, d.StageTrigger)]
+    triggers += [stage_trigger(t) for t in journey.entry.triggers if isinstance(t, d.StageTrigger)]
     if not triggers:
         return []
     found = conn.execute(
@@ -122,7 +122,7 @@ def _event_facts(
     return [
         _Fact(e.contact_id, f"event:{e.id}", e.received_at)
         for e in found
-        if any(_matches(t, e) for t in triggers)
+        if any(event_matches(t, e) for t in triggers)
     ]
 
 

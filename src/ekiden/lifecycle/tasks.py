@@ -72,7 +72,36 @@ def update_task(conn: Connection, clock: Clock, task_id: int, changes: TaskChang
     elif changes.status == "open":
         values["closed_at"] = None
     conn.execute(update(sales_tasks).where(sales_tasks.c.id == task_id).values(**values))
-    return get_task(conn, task_id)
+    updated = get_task(conn, task_id)
+    if updated.outcome != current.outcome or updated.status != current.status:
+        _record_outcome(conn, clock, updated, current.status)
+    return updated
+
+
+def _record_outcome(conn: Connection, clock: Clock, task: Task, previous: str) -> None:
+    """A ``task_outcome`` event for the contact (status or outcome changed), so journeys can
+    wait on it ("the call did not connect") and wake at once: the contact is queued for the
+    worker in this transaction."""
+    from ekiden.segments.dirty import mark_dirty
+    from ekiden.tracking.events import NewEvent, record_events
+
+    event = NewEvent(
+        type="task_outcome",
+        occurred_at=clock.now(),
+        source="system",
+        contact_id=task.contact_id,
+        properties={
+            "task_id": task.id,
+            "kind": task.kind,
+            "title": task.title,
+            "status": task.status,
+            "previous_status": previous,
+            "outcome": task.outcome,
+            "owner_id": task.owner_id,
+        },
+    )
+    record_events(conn, clock, [event])
+    mark_dirty(conn, clock, [task.contact_id])  # system events do not queue by themselves
 
 
 def call_list(

@@ -76,7 +76,10 @@
     if (!queue.length) return;
     const body = JSON.stringify({ writeKey: key, batch: queue, sentAt: isoNow() });
     queue = [];
-    const url = base + "/v1/batch";
+    post(base + "/v1/batch", body);
+  }
+
+  function post(url, body) {
     let sent = false;
     try {
       sent = !!(nav.sendBeacon && nav.sendBeacon(url, body));
@@ -262,4 +265,23 @@
   for (const call of pending) {
     if (Array.isArray(call) && typeof api[call[0]] === "function") api[call[0]].apply(api, call.slice(1));
   }
+
+  // --- on-site messages a journey left for this browser's contact: asked for on each page
+  // load; when there are any, /t/onsite.js (loaded only then) shows them ---
+  function onsite() {
+    if (!w.fetch) return;
+    fetch(base + "/t/onsite", {
+      method: "POST", credentials: "omit", headers: { "Content-Type": "text/plain" },
+      body: JSON.stringify({ writeKey: key, anonymousId }),
+    }).then((r) => (r.ok ? r.json() : null)).then((answer) => {
+      if (!answer || !Array.isArray(answer.messages) || !answer.messages.length) return;
+      api._onsite = { answer, action: (id, action) => post(base + "/t/onsite/" + encodeURIComponent(id),
+        JSON.stringify({ writeKey: key, anonymousId, action })) };
+      const tag = d.createElement("script");
+      tag.async = true;
+      tag.src = base + "/t/onsite.js";
+      (d.head || d.documentElement).appendChild(tag);
+    }).catch(() => {});
+  }
+  if (flag(opt.onsite, true)) onsite();
 })();
