@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from ekiden.cli import app as cli_app
 from ekiden.clock import FrozenClock
 from ekiden.config import Settings
-from ekiden.contacts.tags import add_tags, tags_of
+from ekiden.contacts.tags import tags_of
 from ekiden.errors import Invalid, NotFound
 from ekiden.journeys import bundled
 from ekiden.messaging.sends_tables import email_messages
@@ -280,14 +280,21 @@ def test_r15_missed_call_example_leaves_an_onsite_message(
         submit(engine, clock, contact, "documents")
     wait_until_idle(worker)
     with engine.connect() as conn:
-        tasks = conn.execute(select(sales_tasks.c.contact_id, sales_tasks.c.title)).all()
-    assert sorted(tasks) == sorted((c, "資料請求のお礼の電話") for c in (missed, reached, quiet))
+        tasks = conn.execute(
+            select(sales_tasks.c.contact_id, sales_tasks.c.title, sales_tasks.c.id)
+        ).all()
+    assert sorted(t[:2] for t in tasks) == sorted(
+        (c, "資料請求のお礼の電話") for c in (missed, reached, quiet)
+    )
+    task_of = {t.contact_id: t.id for t in tasks}
 
-    # sales call: one does not answer, one is reached
+    # sales call: one does not answer, one is reached; sales closes the tasks with the outcome
     clock.advance(timedelta(days=1))
-    with engine.begin() as conn:
-        add_tags(conn, clock, missed, ["call-no-answer"])
-        add_tags(conn, clock, reached, ["call-connected"])
+    for contact, outcome in ((missed, "不在"), (reached, "話せた")):
+        closed = admin.patch(
+            f"/api/tasks/{task_of[contact]}", json={"status": "done", "outcome": outcome}
+        )
+        assert closed.status_code == 200, closed.text
     wait_until_idle(worker)
     messages = admin.get(f"/api/contacts/{missed}/onsite-messages").json()["items"]
     assert [m["message"] for m in messages] == ["何かお困りのことはありませんか?"]

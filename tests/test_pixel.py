@@ -96,7 +96,11 @@ def test_pixel_with_an_event_name_stores_that_event(
     assert event.source == "pixel"
 
 
-@pytest.mark.parametrize("name", ["page_dwell", "form_submitted", "identify", "email_opened"])
+@pytest.mark.parametrize(
+    "name",
+    ["page_dwell", "form_submitted", "identify", "email_opened", "task_outcome", "onsite_clicked",
+     "stage_changed", "segment_entered"],
+)  # fmt: skip
 def test_pixel_cannot_fake_system_events(
     client: TestClient, engine: Engine, ingest_key: str, name: str
 ) -> None:

@@ -85,6 +85,13 @@ class OnsiteMessageOut(BaseModel):
     journey: str
     title: str | None
     message: str
+    link: str | None = None
+    link_text: str | None = None
+    show: str = "once"  # once | until_dismissed
+    shown_count: int = 0
+    shown_at: datetime | None = None  # first shown
+    dismissed_at: datetime | None = None
+    clicked_at: datetime | None = None
     created_at: datetime
     expires_at: datetime | None
 

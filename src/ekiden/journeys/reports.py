@@ -147,6 +147,13 @@ def pending_onsite_messages(
             journey=r.journey_key,
             title=r.title,
             message=r.message,
+            link=r.link,
+            link_text=r.link_text,
+            show=r.show,
+            shown_count=r.shown_count,
+            shown_at=r.shown_at,
+            dismissed_at=r.dismissed_at,
+            clicked_at=r.clicked_at,
             created_at=r.created_at,
             expires_at=r.expires_at,
         )

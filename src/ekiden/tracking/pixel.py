@@ -22,9 +22,15 @@ from ekiden.tracking.ingest import ingest_messages
 ANONYMOUS_ID = re.compile(r"[A-Za-z0-9_.-]{8,64}")
 EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 # Names the system itself gives events: a public GET must not be able to fake them.
+# Names the system records itself: a pixel may not forge them.
 RESERVED_EVENTS = frozenset(
-    {"identify", "alias", "group", "screen", "page_dwell", "form_submitted", "track"}
-)
+    {
+        "identify", "alias", "group", "screen", "page_dwell", "form_submitted", "track",
+        "task_outcome", "stage_changed", "segment_entered", "segment_exited",
+        "onsite_shown", "onsite_dismissed", "onsite_clicked", "handoff_raised",
+        "handoff_feedback", "contact_imported", "score_adjusted",
+    }
+)  # fmt: skip
 MAX_KEY = 100
 MAX_URL = 2048  # longer URLs and referrers are cut to this many characters
 
