@@ -15,8 +15,6 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from tests.conftest import free_port
 
-EKIDEN = Path(sys.executable).with_name("ekiden")
-
 from ekiden.auth.keys import create_key
 from ekiden.bench.ingest import post_all
 from ekiden.bench.workload import generate_messages
@@ -24,6 +22,8 @@ from ekiden.clock import SystemClock
 from ekiden.db import create_db_engine
 from ekiden.tracking.router import _one_writer
 from ekiden.tracking.tables import events
+
+EKIDEN = Path(sys.executable).with_name("ekiden")
 
 
 def _hold(
