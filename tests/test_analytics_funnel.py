@@ -102,6 +102,7 @@ def history(engine: Engine, clock: FrozenClock) -> dict[str, int]:
     h.move(ids["loser"], "nurturing", tokyo(3, 3))
     h.move(ids["loser"], "hot", tokyo(3, 4))  # history stays with the merged-away contact
     h.move(ids["w"], "nurturing", tokyo(3, 9))
+    # the merge gives w the loser's further stage: a move nurturing → hot on March 12th
     clock.set(tokyo(3, 12))
     with engine.begin() as conn:
         merge_contacts(conn, clock, winner_id=ids["w"], loser_id=ids["loser"], merged_by="test")
@@ -133,15 +134,15 @@ def test_stages_at_the_period_end_and_entries_use_tokyo_days(
     engine: Engine, clock: FrozenClock, history: dict[str, int]
 ) -> None:
     stages = table(funnel(engine, clock), "stages")
-    # at the end: nurturing p3 b c d w; hot p1; meeting a; won p2; lost g
+    # at the end: nurturing p3 b c d; hot p1 w (by the merge); meeting a; won p2; lost g
     assert {k: v["contacts_at_end"] for k, v in stages.items()} == {
-        "acquired": 0, "nurturing": 5, "hot": 1, "meeting": 1, "won": 1, "lost": 1,
+        "acquired": 0, "nurturing": 4, "hot": 2, "meeting": 1, "won": 1, "lost": 1,
     }  # fmt: skip
     # entered in March (Tokyo): acquired a b c d w g (d is February in UTC; f, f2 are March
     # in UTC but April in Tokyo; the merged-away contact does not count); b entered
-    # nurturing twice but is one contact
+    # nurturing twice but is one contact; a, b and w (by the merge) entered hot
     assert {k: v["entered"] for k, v in stages.items()} == {
-        "acquired": 6, "nurturing": 5, "hot": 2, "meeting": 2, "won": 1, "lost": 1,
+        "acquired": 6, "nurturing": 5, "hot": 3, "meeting": 2, "won": 1, "lost": 1,
     }  # fmt: skip
     assert stages["nurturing"]["name"] == "育成"
 
@@ -154,9 +155,9 @@ def test_conversion_counts_skips_as_passed_and_ignores_backward_moves_and_merged
     assert got == {
         # a skipped nurturing: it passed it and reached it
         "acquired>nurturing": (6, 6, 100.0),
-        # a (skip) and b reached hot; b's move back and later state do not undo it
-        "nurturing>hot": (6, 2, round(100 * 2 / 6, 1)),
-        "hot>meeting": (2, 1, 50.0),
+        # a (skip), b and w (merge) reached hot; b's move back does not undo it
+        "nurturing>hot": (6, 3, 50.0),
+        "hot>meeting": (3, 1, 33.3),
         "meeting>won": (2, 1, 50.0),  # a and p2 entered meeting; p2 won
     }
     previous = {k: (v["previous_entered"], v["previous_converted"]) for k, v in conv.items()}
@@ -167,7 +168,7 @@ def test_conversion_counts_skips_as_passed_and_ignores_backward_moves_and_merged
         "meeting>won": (0, 0),
     }
     assert conv["meeting>won"]["previous_rate"] is None
-    assert conv["nurturing>hot"]["change"] == round(33.3 - 66.7, 1)
+    assert conv["nurturing>hot"]["change"] == round(50.0 - 66.7, 1)
 
 
 def test_reach_counts_any_later_stage_from_each_cohort(
@@ -176,29 +177,32 @@ def test_reach_counts_any_later_stage_from_each_cohort(
     reach = table(funnel(engine, clock), "reach")
     got = {k: (v["entered"], v["converted"]) for k, v in reach.items()}
     assert len(got) == 10  # every pair of the five stages of the line
-    assert got["acquired>hot"] == (6, 2)  # a (skipped nurturing), b
+    assert got["acquired>hot"] == (6, 3)  # a (skipped nurturing), b, w (merge)
     assert got["acquired>meeting"] == (6, 1)  # a
     assert got["acquired>won"] == (6, 0)  # p2 won, but entered before March
     assert got["nurturing>meeting"] == (6, 1)
-    assert got["hot>won"] == (2, 0)
+    assert got["hot>won"] == (3, 0)
     assert got["meeting>won"] == (2, 1)  # p2
 
 
 def test_the_bottleneck_is_the_conversion_that_fell_most_named_in_words(
     engine: Engine, clock: FrozenClock, history: dict[str, int]
 ) -> None:
-    assert funnel(engine, clock).notes == ["育成 → ホット化 の転換率が 66.7% から 33.3% に低下"]
+    # nurturing → hot fell 16.7 points; hot → meeting rose from 0 to 33.3
+    assert funnel(engine, clock).notes == ["育成 → ホット化 の転換率が 66.7% から 50% に低下"]
     assert funnel(engine, clock, locale="en").notes == [
-        "Nurturing → Hot (MQL) conversion fell from 66.7% to 33.3%"
+        "Nurturing → Hot (MQL) conversion fell from 66.7% to 50%"
     ]
 
 
 def test_a_target_rate_names_the_transition_furthest_below_it(
     engine: Engine, clock: FrozenClock, history: dict[str, int]
 ) -> None:
-    # rates 100, 33.3, 50, 50 against 60: nurturing → hot is 26.7 points short
+    # rates 100, 50, 33.3, 50 against 60: hot → meeting is 26.7 points short
     result = funnel(engine, clock, options={"target": "60"}, locale="en")
-    assert result.notes == ["Nurturing → Hot (MQL) conversion is 33.3%, below the target of 60%"]
+    assert result.notes == [
+        "Hot (MQL) → Meeting (SQL) conversion is 33.3%, below the target of 60%"
+    ]
     met = funnel(engine, clock, options={"target": "30"}, locale="en")
     assert met.notes == ["Every conversion meets the target of 30%"]
 
@@ -212,7 +216,7 @@ def test_time_in_stage_counts_spells_left_during_the_period(
     assert stages["acquired"]["exits"] == 6
     assert stages["acquired"]["median_days"] == 2.0
     assert stages["acquired"]["p90_days"] == round(d_days, 2)  # 6th of 6 (nearest rank)
-    # nurturing: b 2 (Mar 4 → 6), g 4 (→ lost); p2's spell ended in February
+    # nurturing: b 2 (Mar 4 → 6), w 3 (Mar 9 → 12), g 4 (→ lost); p2's ended in February
     assert (stages["nurturing"]["median_days"], stages["nurturing"]["p90_days"]) == (3.0, 4.0)
     # hot: b 2, a 7, p2 13 (Feb 20 → Mar 5)
     assert (stages["hot"]["median_days"], stages["hot"]["p90_days"]) == (7.0, 13.0)
@@ -229,9 +233,9 @@ def test_stalled_leads_are_those_in_an_open_stage_beyond_the_threshold(
         "acquired": 0, "nurturing": 1, "hot": 1, "meeting": 0, "won": None, "lost": None,
     }  # fmt: skip
     week = table(funnel(engine, clock, options={"stalled_days": "7"}), "stages")
-    # since before March 25th: p3 b c w in nurturing (d moved on the 31st), p1, a
+    # since before March 25th: p3 b c in nurturing (d moved on the 31st), p1 w in hot, a
     assert {k: v["stalled"] for k, v in week.items()} == {
-        "acquired": 0, "nurturing": 4, "hot": 1, "meeting": 1, "won": None, "lost": None,
+        "acquired": 0, "nurturing": 3, "hot": 2, "meeting": 1, "won": None, "lost": None,
     }  # fmt: skip
 
 
@@ -243,8 +247,9 @@ def test_cohorts_by_acquisition_month_in_tokyo(
     reached = ["acquired", "nurturing", "hot", "meeting", "won", "lost"]
     assert {m: [r["acquired"]] + [r[k] for k in reached] for m, r in cohorts.items()} == {
         "2026-02": [3, 3, 3, 2, 1, 1, 0],  # p1 p2 p3
-        # a b c d w g (d: March 1st in Tokyo); a skipped nurturing, so it counts there
-        "2026-03": [6, 6, 6, 2, 1, 0, 1],
+        # a b c d w g (d: March 1st in Tokyo); a skipped nurturing, so it counts there; a b w
+        # reached hot (w by the merge)
+        "2026-03": [6, 6, 6, 3, 1, 0, 1],
     }
 
 
@@ -277,7 +282,7 @@ def test_rest_answers_json_and_csv(admin: TestClient, history: dict[str, int]) -
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["zone"] == "Asia/Tokyo"
-    assert body["notes"] == ["育成 → ホット化 の転換率が 66.7% から 33.3% に低下"]
+    assert body["notes"] == ["育成 → ホット化 の転換率が 66.7% から 50% に低下"]
     flt = json.dumps({"field": "company", "op": "eq", "value": "Acme"})
     answer = admin.get(
         "/api/reports/funnel",

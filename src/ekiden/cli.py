@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from ekiden.analytics.cli import report_command
+from ekiden.analytics.costs_cli import campaigns_app
 from ekiden.bench.cli import bench_app
 from ekiden.clock import SystemClock
 from ekiden.config import ConfigError, Settings, load_settings
@@ -42,6 +43,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(bounces_app, name="bounces")
 app.add_typer(outbox_app, name="outbox")
 app.command("report")(report_command)
+app.add_typer(campaigns_app, name="campaigns")
 
 err = Console(stderr=True)
 

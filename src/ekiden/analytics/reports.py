@@ -131,7 +131,14 @@ def get_report(name: str) -> Report:
 
 
 def _load_builtin() -> None:
-    from ekiden.analytics import funnel  # noqa: F401  (registers itself)
+    from ekiden.analytics import (  # noqa: F401  (each registers itself)
+        campaigns,
+        email_report,
+        funnel,
+        intent,
+        journey_report,
+        prospects,
+    )
 
 
 def _options(report: Report, given: Mapping[str, str]) -> dict[str, Any]:

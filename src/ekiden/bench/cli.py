@@ -240,3 +240,18 @@ def scoring(
             f"p95 {report.incremental_p95:.3f} s over {len(report.incremental)} contacts, "
             f"{report.incremental_missed} missed"
         )
+
+
+@bench_app.command("reports")
+def reports(
+    contacts: Population = 1_000_000,
+    events: PopulationEvents = 10_000_000,
+    database_url: ScratchDatabase = "sqlite:///bench.db",
+    repeat: Annotated[int, typer.Option(min=1, help="Runs of each report; medians reported.")] = 3,
+) -> None:
+    """Each report over the last 365 days vs a count(*) of the period's events."""
+    from ekiden.bench.reports import describe, run_reports_bench
+
+    bench = run_reports_bench(database_url, contacts=contacts, events_count=events, repeat=repeat)
+    for line in describe(bench):
+        out.print(line, soft_wrap=True)

@@ -10,6 +10,7 @@ generate_series on PostgreSQL) so that ten million rows take seconds, not minute
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, text
 
@@ -141,6 +142,149 @@ def _generate_postgres(engine: Engine, contacts: int, events: int, now: str) -> 
                     "now": now,
                     "span": SPAN_SECONDS,
                 },
+            )
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
+
+
+# What the report benchmarks add on top of ``generate`` (other benchmarks do not call it).
+# Per contact, by id % 100: 0-49 move on to nurturing 2 days after creation, 20-24 skip it
+# (acquired -> hot), 0-24 reach hot after 10 days, 7 is sent back to nurturing after 12 and
+# forward again after 14, 0-9 reach meeting after 20 and 0-3 are won after 40; 40-44 are lost
+# after 15. Only moves before ``now`` are written.
+_MOVES = [
+    # (stage, from stage, days after creation, condition on m = id % 100)
+    ("nurturing", "acquired", 2, "m < 50 AND NOT (m BETWEEN 20 AND 24)"),
+    ("hot", "nurturing", 10, "m < 25 AND NOT (m BETWEEN 20 AND 24)"),
+    ("hot", "acquired", 10, "m BETWEEN 20 AND 24"),
+    ("nurturing", "hot", 12, "m = 7"),
+    ("hot", "nurturing", 14, "m = 7"),
+    ("meeting", "hot", 20, "m < 10"),
+    ("won", "meeting", 40, "m < 4"),
+    ("lost", "nurturing", 15, "m BETWEEN 40 AND 44"),
+]
+_UTM = (
+    "CASE (id / 40) % 4 WHEN 0 THEN 'google' WHEN 1 THEN 'newsletter' "
+    "WHEN 2 THEN 'twitter' ELSE 'partner' END"
+)
+REPORT_JOURNEY: dict[str, Any] = {
+    "key": "bench-welcome",
+    "name": "bench welcome",
+    "entry": {"triggers": [{"manual": True}]},
+    "goal": {"tag": "customer"},
+    "start": "hello",
+    "nodes": [
+        {"id": "hello", "type": "add_tag", "tag": "welcomed", "next": "w"},
+        {"id": "w", "type": "wait", "duration": "3d", "next": "bye"},
+        {"id": "bye", "type": "add_tag", "tag": "done"},
+    ],
+}
+
+
+def add_report_history(engine: Engine, *, now: datetime, journey_id: int) -> None:
+    """Give a generated population what the reports read: creation times spread over the
+    365 days before ``now``, lifecycle stage history (skips, a move back, lost), a UTM source
+    on one page view in 40, a dwell report for one page view in 5, and enrolments of one
+    contact in 10 in journey ``journey_id`` (version 1 of REPORT_JOURNEY) with their steps."""
+    pg = engine.dialect.name == "postgresql"
+    now_text = now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    def shift(column: str, seconds: str) -> str:
+        if pg:
+            return f"{column} + make_interval(secs => {seconds})"
+        moved = f"strftime('%Y-%m-%d %H:%M:%S', {column}, '+' || ({seconds}) || ' seconds')"
+        return f"{moved} || '.000000'"
+
+    def back(seconds: str) -> str:
+        if pg:
+            return f"CAST(:now AS timestamp) - make_interval(secs => {seconds})"
+        return f"strftime('%Y-%m-%d %H:%M:%S', :now, '-' || ({seconds}) || ' seconds') || '.000000'"
+
+    with engine.begin() as conn:
+        created = back("((id * 7919) % 365) * 86400 + (id * 37) % 86400")
+        conn.execute(
+            text(f"UPDATE contacts SET created_at = {created}, updated_at = {created}"),
+            {"now": now_text},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO stage_history (contact_id, kind, from_stage, to_stage, moved_at, "
+                "source) SELECT id, 'lifecycle', NULL, 'acquired', created_at, 'entry' "
+                "FROM contacts"
+            )
+        )
+        for stage, before, days, where in _MOVES:
+            at = shift("created_at", str(days * 86400))
+            conn.execute(
+                text(
+                    "INSERT INTO stage_history (contact_id, kind, from_stage, to_stage, "
+                    f"moved_at, source) SELECT id, 'lifecycle', '{before}', '{stage}', at, 'api' "
+                    f"FROM (SELECT id, id % 100 AS m, {at} AS at FROM contacts) c "
+                    f"WHERE {where} AND at < " + ("CAST(:now AS timestamp)" if pg else ":now"),
+                ),
+                {"now": now_text if pg else now_text + ".000000"},
+            )
+        conn.execute(
+            text(
+                "UPDATE contacts SET (lifecycle_stage, lifecycle_stage_at) = (SELECT h.to_stage, "
+                "h.moved_at FROM stage_history h WHERE h.contact_id = contacts.id "
+                "ORDER BY h.moved_at DESC, h.id DESC LIMIT 1)"
+            )
+        )
+        utm = (
+            f"jsonb_build_object('utm_source', {_UTM})"
+            if pg
+            else f"json_object('utm_source', {_UTM})"
+        )
+        conn.execute(
+            text(f"UPDATE events SET properties = {utm} WHERE type = 'page' AND id % 40 = 0")
+        )
+        view = (
+            "jsonb_build_object('page_message_id', 'pv' || id, 'path', path)"
+            if pg
+            else "json_object('page_message_id', 'pv' || id, 'path', path)"
+        )
+        conn.execute(
+            text(
+                "INSERT INTO events (type, contact_id, occurred_at, received_at, path, dwell_ms, "
+                "properties, context, machine, source) "
+                f"SELECT 'page_dwell', contact_id, {shift('occurred_at', '30')}, "
+                f"{shift('occurred_at', '30')}, path, 1000 + (id * 7) % 120000, {view}, "
+                + ("'{}'::jsonb" if pg else "'{}'")
+                + ", machine, 'browser' FROM events WHERE type = 'page' AND id % 5 = 0"
+            )
+        )
+        # one contact in 10 enrolled a day after creation; one enrolment in 3 converts at the
+        # wait (the goal), the others complete three days later
+        entered = shift("created_at", "86400")
+        conn.execute(
+            text(
+                "INSERT INTO enrolments (journey_id, version, contact_id, node, state, steps, "
+                "attempts, trigger, entered_at, ended_at) "
+                f"SELECT :journey, 1, id, CASE WHEN id % 30 = 0 THEN 'w' ELSE 'bye' END, "
+                f"CASE WHEN id % 30 = 0 THEN 'converted' ELSE 'completed' END, 3, 0, 'manual', "
+                f"{entered}, {shift('created_at', str(4 * 86400))} "
+                "FROM contacts WHERE id % 10 = 0"
+            ),
+            {"journey": journey_id},
+        )
+        detail = "'{}'::jsonb" if pg else "'{}'"
+        for node, node_type, result, after, where in (
+            ("hello", "add_tag", "next", 0, "1 = 1"),
+            ("w", "wait", "waiting", 0, "1 = 1"),
+            ("w", "wait", "converted", 3, "contact_id % 30 = 0"),
+            ("w", "wait", "next", 3, "contact_id % 30 <> 0"),
+            ("bye", "add_tag", "end", 3, "contact_id % 30 <> 0"),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO enrolment_steps (enrolment_id, journey_id, contact_id, node, "
+                    f"node_type, result, at, detail) SELECT id, journey_id, contact_id, "
+                    f"'{node}', '{node_type}', '{result}', "
+                    f"{shift('entered_at', str(after * 86400))}, "
+                    f"{detail} FROM enrolments WHERE journey_id = :journey AND {where}"
+                ),
+                {"journey": journey_id},
             )
     with engine.begin() as conn:
         conn.execute(text("ANALYZE"))

@@ -1,5 +1,7 @@
 """Import every capability's tables so ``metadata`` holds the whole schema."""
 
+from ekiden.analytics import costs_tables as campaign_cost_tables
+from ekiden.analytics import summaries as report_indexes
 from ekiden.auth import tables as auth_tables
 from ekiden.contacts import tables as contact_tables
 from ekiden.forms import tables as form_tables
@@ -15,6 +17,7 @@ from ekiden.tracking import tables as tracking_tables
 
 __all__ = [
     "auth_tables",
+    "campaign_cost_tables",
     "contact_tables",
     "form_tables",
     "journey_tables",
@@ -22,6 +25,7 @@ __all__ = [
     "messaging_tables",
     "outbox_tables",
     "predictive_tables",
+    "report_indexes",
     "scoring_tables",
     "segment_tables",
     "sending_tables",
