@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from functools import partial
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
@@ -42,9 +45,23 @@ SOURCES = [
 ]
 FAMILY = ["佐藤", "鈴木", "高橋", "田中", "伊藤", "渡辺", "山本", "中村", "小林", "加藤"]
 GIVEN = ["太郎", "花子", "健一", "美咲", "大輔", "陽子", "翔太", "由美", "誠", "愛"]
-COMPANIES = ["駅伝商事", "アクメ工業", "北斗製作所", "さくら物流", "みなと銀行", "青葉システム"]
+INDUSTRIES = {
+    "駅伝商事": "卸売業",
+    "アクメ工業": "製造業",
+    "北斗製作所": "製造業",
+    "さくら物流": "運輸業",
+    "みなと銀行": "金融業",
+    "青葉システム": "情報通信業",
+}
+COMPANIES = list(INDUSTRIES)
 TITLES = ["部長", "本部長", "課長", "一般社員", "経営者・役員"]
-FORMS_BY_INTEREST = {"/pricing": "contact", "/webinars": "webinar-dec", "/case-studies": "ma-guide"}
+FORMS_BY_INTEREST = {
+    "/pricing": "contact",
+    "/webinars": "webinar-dec",
+    "/case-studies": "ma-guide",
+    "/products": "documents",  # the forms of the example journeys (R15, R14, R13)
+    "/blog": "newsletter",
+}
 
 
 @dataclass
@@ -121,11 +138,35 @@ def _session(rng: random.Random, visitor: Visitor, start: datetime) -> list[dict
     return messages
 
 
-def play(engine: Engine, settings: Settings, *, visitors: int, weeks: int, seed: int = 7) -> int:
-    """Simulate ``visitors`` over the last ``weeks`` weeks; returns how many identified."""
+def day_ends(start: datetime, end: datetime, zone: ZoneInfo) -> list[datetime]:
+    """The last second of each local day from ``start``'s day on, then ``end`` itself."""
+    found: list[datetime] = []
+    day = start.astimezone(zone).date()
+    while True:
+        day += timedelta(days=1)
+        moment = datetime.combine(day, time(), zone) - timedelta(seconds=1)
+        if moment >= end:
+            return [*found, end]
+        found.append(moment)
+
+
+def play(
+    engine: Engine,
+    settings: Settings,
+    clock: FrozenClock,
+    *,
+    visitors: int,
+    weeks: int,
+    seed: int = 7,
+    day_end: Callable[[], None] | None = None,
+    scheduled: Sequence[tuple[datetime, Callable[[], object]]] = (),
+) -> int:
+    """Simulate ``visitors`` over ``weeks`` weeks from ``clock``'s time, which moves with the
+    traffic; ``scheduled`` actions run at their moment, and ``day_end`` at the last second of
+    each simulated day (the clock set to it) and at the end. Returns how many identified."""
     rng = random.Random(seed)
-    now = datetime.now(settings.zone)
-    clock = FrozenClock(now - timedelta(weeks=weeks))
+    start = clock.now()
+    end = start + timedelta(weeks=weeks)
     people = [
         Visitor(
             str(uuid.UUID(int=rng.getrandbits(128))),
@@ -134,17 +175,40 @@ def play(engine: Engine, settings: Settings, *, visitors: int, weeks: int, seed:
         )
         for _ in range(visitors)
     ]
-    plan: list[tuple[datetime, Visitor, bool]] = []
+    plan: list[tuple[datetime, Callable[[], object]]] = list(scheduled)
+    player = _Player(engine, settings, clock, rng)
     for visitor in people:
         sessions = rng.randint(1, 6)
         submits_at = rng.randrange(sessions) if rng.random() < 0.4 else -1
         for s in range(sessions):
-            offset = timedelta(seconds=rng.randint(0, weeks * 7 * 86400 - 3600))
-            plan.append((clock.now() + offset, visitor, s == submits_at))
+            moment = start + timedelta(seconds=rng.randint(0, weeks * 7 * 86400 - 3600))
+            plan.append((moment, partial(player.visit, moment, visitor, s == submits_at)))
     plan.sort(key=lambda p: p[0])
-    identified = 0
-    for moment, visitor, submits in plan:
+    ticks = day_ends(start, end, settings.zone)
+    for moment, action in plan:
+        while ticks and ticks[0] <= moment:
+            clock.set(ticks.pop(0))
+            if day_end is not None:
+                day_end()
         clock.set(moment)
+        action()
+    for tick in ticks:
+        clock.set(tick)
+        if day_end is not None:
+            day_end()
+    return player.identified
+
+
+@dataclass
+class _Player:
+    engine: Engine
+    settings: Settings
+    clock: FrozenClock
+    rng: random.Random
+    identified: int = 0
+
+    def visit(self, moment: datetime, visitor: Visitor, submits: bool) -> None:
+        rng, engine, clock, settings = self.rng, self.engine, self.clock, self.settings
         with engine.begin() as conn:
             ingest_messages(
                 conn,
@@ -154,53 +218,56 @@ def play(engine: Engine, settings: Settings, *, visitors: int, weeks: int, seed:
                 request_ip="203.0.113.10",
                 sent_at=None,
             )
-        if submits:
-            clock.set(moment + timedelta(minutes=5))
-            slug = next(
-                (f for p, f in FORMS_BY_INTEREST.items() if visitor.interest.startswith(p)),
-                "ma-guide",
+        if not submits:
+            return
+        clock.set(moment + timedelta(minutes=5))
+        slug = next(
+            (f for p, f in FORMS_BY_INTEREST.items() if visitor.interest.startswith(p)),
+            "ma-guide",
+        )
+        if slug == "newsletter" and int(visitor.anonymous_id[0], 16) % 2:
+            slug = "survey"  # half the blog readers answer the survey instead
+        family, given = rng.choice(FAMILY), rng.choice(GIVEN)
+        answers = {
+            "email": [f"{visitor.anonymous_id[:8]}@{rng.choice(['example.co.jp', 'example.jp'])}"],
+            "last_name": [family],
+            "first_name": [given],
+            "company": [rng.choice(COMPANIES)],
+            "job_title": [rng.choice(TITLES)],
+            "message": ["料金について詳しく知りたいです。"],
+            "sample": ["はい" if int(visitor.anonymous_id[1], 16) < 10 else "いいえ"],
+            "consent": ["on"] if rng.random() < 0.8 or slug == "webinar-dec" else [],
+        }
+        with engine.begin() as conn:
+            form = get_form(conn, slug)
+            submit_form(
+                conn,
+                clock,
+                form,
+                answers,
+                ip="203.0.113.10",
+                user_agent=visitor.agent,
+                anonymous_id=visitor.anonymous_id,
+                page_url=f"https://www.example.co.jp{visitor.interest}",
+                referrer=None,
             )
-            family, given = rng.choice(FAMILY), rng.choice(GIVEN)
-            answers = {
-                "email": [
-                    f"{visitor.anonymous_id[:8]}@{rng.choice(['example.co.jp', 'example.jp'])}"
-                ],
-                "last_name": [family],
-                "first_name": [given],
-                "company": [rng.choice(COMPANIES)],
-                "job_title": [rng.choice(TITLES)],
-                "message": ["料金について詳しく知りたいです。"],
-                "sample": ["はい"],
-                "consent": ["on"] if rng.random() < 0.8 or slug == "webinar-dec" else [],
-            }
-            with engine.begin() as conn:
-                form = get_form(conn, slug)
-                submit_form(
-                    conn,
-                    clock,
-                    form,
-                    answers,
-                    ip="203.0.113.10",
-                    user_agent=visitor.agent,
-                    anonymous_id=visitor.anonymous_id,
-                    page_url=f"https://www.example.co.jp{visitor.interest}",
-                    referrer=None,
-                )
-            identified += 1
-    return identified
+        self.identified += 1
 
 
-def import_business_cards(engine: Engine, settings: Settings, *, count: int = 40) -> int:
-    """A trade-show business-card CSV as Excel in Japan saves it (Shift_JIS)."""
-    rng = random.Random(11)
-    lines = ["メールアドレス,姓,名,会社名,部署,役職,電話番号"]
+def import_business_cards(
+    engine: Engine, clock: FrozenClock, *, count: int = 40, seed: int = 11
+) -> int:
+    """A trade-show business-card CSV as Excel in Japan saves it (Shift_JIS), imported at
+    ``clock``'s time."""
+    rng = random.Random(seed)
+    lines = ["メールアドレス,姓,名,会社名,業種,部署,役職,電話番号"]
     for i in range(count):
+        company = rng.choice(COMPANIES)
         lines.append(
-            f"expo{i}@example.co.jp,{rng.choice(FAMILY)},{rng.choice(GIVEN)},"
-            f"{rng.choice(COMPANIES)},情報システム部,{rng.choice(TITLES)},03-1234-{5000 + i}"
+            f"expo{i}@example.co.jp,{rng.choice(FAMILY)},{rng.choice(GIVEN)},{company},"
+            f"{INDUSTRIES[company]},情報システム部,{rng.choice(TITLES)},03-1234-{5000 + i}"
         )
     data = ("\r\n".join(lines) + "\r\n").encode("cp932")
-    clock = FrozenClock(datetime.now(settings.zone) - timedelta(days=20))
     options = ImportOptions(
         tags=["展示会2026"],
         consent="granted",
