@@ -22,7 +22,7 @@ def test_reports_benchmark_runs_small(bench_database_url: str) -> None:
     lines = result.output.splitlines()
     assert re.search(r"baseline: count\(\*\) of the period's [\d,]+ events: median \d+\.\d{3} s",
                      result.output)  # fmt: skip
-    for report in ("funnel", "intent", "prospects", "journey", "funnel (filtered)"):
+    for report in ("funnel", "intent", "prospects", "campaigns", "journey", "funnel (filtered)"):
         row = next(line for line in lines if line.startswith(f"{report}  "))
         median, *_ = re.findall(r"\d+\.\d{3}", row)
         assert float(median) > 0

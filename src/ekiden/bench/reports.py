@@ -29,6 +29,7 @@ CASES: list[tuple[str, dict[str, str], dict[str, Any] | None]] = [
     ("funnel", {}, None),
     ("intent", {}, None),
     ("prospects", {}, None),
+    ("campaigns", {}, None),
     ("journey", {"journey": str(REPORT_JOURNEY["key"])}, None),
     ("funnel", {}, {"field": "job_title", "op": "eq", "value": "部長"}),
 ]
