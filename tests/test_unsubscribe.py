@@ -77,6 +77,12 @@ def unsubscribe_path(engine: Engine, clock: FrozenClock, settings: Settings) -> 
     return rendered.unsubscribe_url.removeprefix(settings.base_url)
 
 
+def csrf(browser: TestClient, preferences: str) -> str:
+    """The form token of the preference page (its POST needs one)."""
+    [token] = re.findall(r'name="csrf" value="([^"]+)"', browser.get(preferences).text)
+    return token
+
+
 def contact_row(engine: Engine) -> Any:
     with engine.connect() as conn:
         return conn.execute(select(contacts)).one()
@@ -184,12 +190,14 @@ def test_preference_page_unsubscribes_and_opts_back_in_with_evidence(
     page = browser.get(preferences)
     assert page.status_code == 200
     assert re.search(r'value="stay" checked', page.text)
-    assert browser.post(preferences, data={"choice": "unsubscribe"}).status_code == 200
+    form = {"choice": "unsubscribe", "csrf": csrf(browser, preferences)}
+    assert browser.post(preferences, data=form).status_code == 200
     row = contact_row(engine)
     assert row.unsubscribed_at is not None
     assert re.search(r'value="unsubscribe" checked', browser.get(preferences).text)
     clock.advance(timedelta(days=1))
-    assert browser.post(preferences, data={"choice": "stay"}).status_code == 200
+    form = {"choice": "stay", "csrf": csrf(browser, preferences)}
+    assert browser.post(preferences, data=form).status_code == 200
     row = contact_row(engine)
     assert row.unsubscribed_at is None
     assert row.email_consent == "granted"
@@ -205,8 +213,10 @@ def test_preference_page_unsubscribes_and_opts_back_in_with_evidence(
 def test_preference_page_refuses_an_unknown_choice(
     browser: TestClient, unsubscribe_path: str, stored: Any
 ) -> None:
+    preferences = unsubscribe_path + "/preferences"
+    form = {"choice": "everything", "csrf": csrf(browser, preferences)}
     before = stored()
-    answer = browser.post(unsubscribe_path + "/preferences", data={"choice": "everything"})
+    answer = browser.post(preferences, data=form)
     assert answer.status_code == 400
     assert stored() == before
 

@@ -21,6 +21,7 @@ from ekiden.db.migrate import current_revision, head_revision, migrate
 from ekiden.errors import EkidenError
 from ekiden.journeys.cli import journeys_app
 from ekiden.lifecycle.cli import lifecycle_app
+from ekiden.messaging.topics_cli import emails_app
 from ekiden.outbox.cli import bounces_app, outbox_app
 from ekiden.predictive.cli import model_app
 from ekiden.scoring.cli import scores_app
@@ -42,6 +43,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(model_app, name="model")
 app.add_typer(bounces_app, name="bounces")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(emails_app, name="emails")
 app.command("report")(report_command)
 app.add_typer(campaigns_app, name="campaigns")
 

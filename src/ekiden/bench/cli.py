@@ -192,6 +192,11 @@ def email(
         f"outbox mail {report.cpu_median('outbox'):.2f} ms"
     )
     out.print(
+        "SMTP server CPU per message (median): receiving the pipeline's "
+        f"{report.cpu_median('server_pipeline'):.2f} ms, smtplib's "
+        f"{report.cpu_median('server_smtplib'):.2f} ms"
+    )
+    out.print(
         "pipeline: send queued -> outbox -> consent check -> render + tracking -> DKIM -> SMTP "
         "-> marked sent + email_delivered; smtplib: the same rendered bytes, one connection, "
         "no database; outbox mail: the same texts as plain notifications through the outbox, "

@@ -68,6 +68,9 @@ class EmailRun:
     pipeline_cpu: float = 0.0
     smtplib_cpu: float = 0.0
     outbox_cpu: float = 0.0
+    # CPU time of the SMTP server process while it received the pipeline's / smtplib's mail
+    server_pipeline_cpu: float = 0.0
+    server_smtplib_cpu: float = 0.0
 
     def cpu_ms(self, seconds: float) -> float:
         return seconds * 1000 / self.delivered if self.delivered else 0.0
@@ -120,12 +123,16 @@ class EmailReport:
         return statistics.median(r.outbox_rate for r in self.runs)
 
     def cpu_median(self, phase: str) -> float:
-        """Median CPU milliseconds per message of ``phase``: pipeline, smtplib or outbox."""
+        """Median CPU milliseconds per message of ``phase``: pipeline, smtplib or outbox
+        (the worker), server_pipeline or server_smtplib (the SMTP server process)."""
         return statistics.median(r.cpu_ms(getattr(r, f"{phase}_cpu")) for r in self.runs)
 
 
-def _sink(port: Any, count: Synchronized[int], ready: Event, stop: Event) -> None:
-    """The SMTP server process: parse each message, count it, drop it."""
+def _sink(
+    port: Any, count: Synchronized[int], cpu: Synchronized[float], ready: Event, stop: Event
+) -> None:
+    """The SMTP server process: parse each message, count it, drop it; ``cpu`` is the
+    process's CPU time after the last message."""
     from email import message_from_bytes
 
     from aiosmtpd.controller import Controller
@@ -135,6 +142,7 @@ def _sink(port: Any, count: Synchronized[int], ready: Event, stop: Event) -> Non
             message_from_bytes(envelope.original_content or b"")
             with count.get_lock():
                 count.value += 1
+                cpu.value = time.process_time()
             return "250 OK"
 
     controller = Controller(Discard(), hostname="127.0.0.1", port=port, data_size_limit=0)
@@ -153,15 +161,23 @@ class SmtpSink:
             self.port = int(sock.getsockname()[1])
         context = multiprocessing.get_context("spawn")
         self.count: Synchronized[int] = context.Value("q", 0)
+        self.cpu: Synchronized[float] = context.Value("d", 0.0)
         self._ready = context.Event()
         self._stop = context.Event()
         self._process = context.Process(
-            target=_sink, args=(self.port, self.count, self._ready, self._stop), daemon=True
+            target=_sink,
+            args=(self.port, self.count, self.cpu, self._ready, self._stop),
+            daemon=True,
         )
 
     @property
     def received(self) -> int:
         return int(self.count.value)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """The server process's CPU time when it took its last message."""
+        return float(self.cpu.value)
 
     def __enter__(self) -> SmtpSink:
         self._process.start()
@@ -254,7 +270,7 @@ def _one_run(
 
     from ekiden.outbox.dispatcher import deliver_due
 
-    before = sink.received
+    before, server_before = sink.received, sink.cpu_seconds
     started, cpu = time.perf_counter(), time.process_time()
     delivered = 0
     while True:
@@ -264,6 +280,7 @@ def _one_run(
         delivered += done
     pipeline, pipeline_cpu = time.perf_counter() - started, time.process_time() - cpu
     received = _wait_for(sink, before + delivered) - before
+    server_pipeline = sink.cpu_seconds - server_before
     if delivered != messages or received != messages:
         raise BenchError(
             f"expected {messages} messages, delivered {delivered}, received {received}"
@@ -271,13 +288,14 @@ def _one_run(
 
     rendered = _render_again(engine, clock, settings)
     size = sum(len(data) for _, _, data in rendered) // max(len(rendered), 1)
-    before = sink.received
+    before, server_before = sink.received, sink.cpu_seconds
     started, cpu = time.perf_counter(), time.process_time()
     with smtplib.SMTP("127.0.0.1", sink.port, local_hostname="bench.example") as conn:
         for sender, recipient, data in rendered:
             conn.sendmail(sender, [recipient], data)
     plain, plain_cpu = time.perf_counter() - started, time.process_time() - cpu
     _wait_for(sink, before + len(rendered))
+    server_plain = sink.cpu_seconds - server_before
     outbox_only, outbox_cpu = _outbox_only(engine, clock, settings, sink, rendered)
     run = EmailRun(
         queued,
@@ -289,6 +307,8 @@ def _one_run(
         pipeline_cpu=pipeline_cpu,
         smtplib_cpu=plain_cpu,
         outbox_cpu=outbox_cpu,
+        server_pipeline_cpu=server_pipeline,
+        server_smtplib_cpu=server_plain,
     )
     return run, size
 

@@ -6,10 +6,14 @@ Two categories of email:
 - ``transactional`` (a requested document's link, a password reset) does not need marketing
   consent and ignores the marketing opt-out, but never goes to a suppressed address.
 
+Subscription topics (``ekiden.messaging.topics``): a marketing template may belong to a topic;
+given the template, marketing mail also needs the contact to be subscribed to that topic (their
+own choice, else the topic's default). Transactional mail ignores topics.
+
 ``may_send`` answers for one contact and is called twice by the sender: when a message is
-enqueued and again right before delivery, so an unsubscribe takes effect at once, also for
-messages already queued. ``mailable`` is the same rule as a SQL condition for whole audiences;
-a property test holds the two to the same answers.
+enqueued and again right before delivery, so an unsubscribe (from everything or from a topic)
+takes effect at once, also for messages already queued. ``mailable`` is the same rule as a SQL
+condition for whole audiences; a property test holds the two to the same answers.
 """
 
 from __future__ import annotations
@@ -17,10 +21,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Connection, and_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    String,
+    and_,
+    bindparam,
+    false,
+    func,
+    literal,
+    not_,
+    select,
+)
 
 from ekiden.contacts.tables import contacts
 from ekiden.errors import Invalid
+from ekiden.messaging.tables import (
+    email_template_topics,
+    email_templates,
+    email_topic_choices,
+    email_topics,
+)
 
 Category = Literal["marketing", "transactional"]
 CATEGORIES: tuple[str, ...] = ("marketing", "transactional")
@@ -35,6 +57,7 @@ HARD_BOUNCED = "hard_bounced"
 SUPPRESSED = "suppressed"
 UNSUBSCRIBED = "unsubscribed"
 NO_CONSENT = "no_consent"
+TOPIC_UNSUBSCRIBED = "topic_unsubscribed"  # not subscribed to the template's topic
 
 
 def check_category(category: str) -> Category:
@@ -51,7 +74,8 @@ def check_category(category: str) -> Category:
 
 def refusal(row: Any, category: str) -> str | None:
     """Why this contact row (email, email_consent, unsubscribed_at, suppressed_at,
-    suppression_reason, merged_into_id) may not get ``category`` mail; None when it may."""
+    suppression_reason, merged_into_id and, when selected, ``topic_refused``) may not get
+    ``category`` mail; None when it may."""
     if row is None or row.merged_into_id is not None:
         return UNKNOWN_CONTACT
     if not row.email:
@@ -65,7 +89,34 @@ def refusal(row: Any, category: str) -> str | None:
         return UNSUBSCRIBED
     if row.email_consent != "granted":
         return NO_CONSENT
+    if getattr(row, "topic_refused", False):
+        return TOPIC_UNSUBSCRIBED
     return None
+
+
+def topic_refused(template: str | BindParameter[str]) -> ColumnElement[bool]:
+    """A condition over ``contacts``: the contact is not subscribed to the topic of template
+    ``template`` (their choice, else the topic's default). False when the template has no
+    topic or does not exist. Index lookups only, so it is cheap per message and per batch."""
+    chosen = email_topic_choices.c
+    joined = (
+        email_templates.join(
+            email_template_topics, email_template_topics.c.template_id == email_templates.c.id
+        )
+        .join(email_topics, email_topics.c.id == email_template_topics.c.topic_id)
+        .outerjoin(
+            email_topic_choices,
+            and_(chosen.topic_id == email_topics.c.id, chosen.contact_id == contacts.c.id),
+        )
+    )
+    subscribed = func.coalesce(chosen.subscribed, email_topics.c.default_subscribed)
+    return (
+        select(literal(1))
+        .select_from(joined)
+        .where(email_templates.c.key == template, subscribed == false())
+        .correlate(contacts)
+        .exists()
+    )
 
 
 _COLUMNS = (
@@ -79,31 +130,52 @@ _COLUMNS = (
 )
 
 
-def may_send(conn: Connection, contact_id: int, category: str) -> str | None:
+def _columns(category: str, template: str | None) -> tuple[Any, ...]:
+    if template is None or check_category(category) == "transactional":
+        return _COLUMNS
+    return (*_COLUMNS, topic_refused(template).label("topic_refused"))
+
+
+# Built once: the sender asks for every message, and building the statement would cost more
+# than running it.
+_ONE = select(*_COLUMNS).where(contacts.c.id == bindparam("contact_id"))
+_ONE_IN_TOPIC = select(
+    *_COLUMNS, topic_refused(bindparam("template", type_=String)).label("topic_refused")
+).where(contacts.c.id == bindparam("contact_id"))
+
+
+def may_send(
+    conn: Connection, contact_id: int, category: str, *, template: str | None = None
+) -> str | None:
     """None when ``category`` email may go to the contact now; otherwise the reason code:
-    unknown_contact, no_email, hard_bounced, suppressed, unsubscribed or no_consent.
+    unknown_contact, no_email, hard_bounced, suppressed, unsubscribed, no_consent or — for a
+    marketing ``template`` that belongs to a topic — topic_unsubscribed. One query.
     Raises Invalid for a category other than marketing | transactional."""
-    check_category(category)
-    row = conn.execute(select(*_COLUMNS).where(contacts.c.id == contact_id)).first()
+    if check_category(category) == "transactional" or template is None:
+        row = conn.execute(_ONE, {"contact_id": contact_id}).first()
+    else:
+        row = conn.execute(_ONE_IN_TOPIC, {"contact_id": contact_id, "template": template}).first()
     return refusal(row, category)
 
 
 def may_send_many(
-    conn: Connection, contact_ids: Iterable[int], category: str
+    conn: Connection, contact_ids: Iterable[int], category: str, *, template: str | None = None
 ) -> dict[int, str | None]:
-    """``may_send`` for many contacts in few queries."""
+    """``may_send`` for many contacts in few queries (one per 500 contacts)."""
     check_category(category)
+    columns = _columns(category, template)
     wanted = list(dict.fromkeys(contact_ids))
     rows: dict[int, Any] = {}
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
-        for row in conn.execute(select(*_COLUMNS).where(contacts.c.id.in_(chunk))):
+        for row in conn.execute(select(*columns).where(contacts.c.id.in_(chunk))):
             rows[row.id] = row
     return {cid: refusal(rows.get(cid), category) for cid in wanted}
 
 
-def mailable(category: str) -> ColumnElement[bool]:
-    """A condition over ``contacts`` that holds exactly when ``may_send`` answers None."""
+def mailable(category: str, *, template: str | None = None) -> ColumnElement[bool]:
+    """A condition over ``contacts`` that holds exactly when ``may_send`` (with the same
+    ``template``) answers None."""
     base = and_(
         contacts.c.merged_into_id.is_(None),
         contacts.c.email.is_not(None),
@@ -112,8 +184,11 @@ def mailable(category: str) -> ColumnElement[bool]:
     )
     if check_category(category) == "transactional":
         return base
-    return and_(
+    marketing = and_(
         base,
         contacts.c.unsubscribed_at.is_(None),
         contacts.c.email_consent == "granted",
     )
+    if template is None:
+        return marketing
+    return and_(marketing, not_(topic_refused(template)))

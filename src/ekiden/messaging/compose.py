@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime
+from functools import lru_cache
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from sqlalchemy import Connection
@@ -42,10 +44,10 @@ from ekiden.config import Settings
 from ekiden.contacts.service import contact_not_found
 from ekiden.errors import Invalid
 from ekiden.messaging.compliance import check_category
-from ekiden.messaging.context import Extras, build_context
+from ekiden.messaging.context import Extras, load_contexts, with_extras
 from ekiden.messaging.decorate import Footer, LinkTracker, add_machine_traps, add_preheader
 from ekiden.messaging.htmlparts import html_to_text, inline_css, insert_before_body_close
-from ekiden.messaging.mime import address, build_message, header_text
+from ekiden.messaging.mime import address, build_message, header_text, wire_form
 from ekiden.messaging.models import TemplateVersion
 from ekiden.messaging.store import template_version
 from ekiden.messaging.templates import names_used, render_part
@@ -71,8 +73,12 @@ class Rendered:
 
 def message_id_header(settings: Settings, message_id: int) -> str:
     """The stable Message-ID of message ``message_id``."""
-    host = urlsplit(settings.base_url).hostname or "localhost"
-    return f"<ekiden.{message_id}@{host}>"
+    return f"<ekiden.{message_id}@{_host(settings.base_url)}>"
+
+
+@lru_cache(maxsize=8)
+def _host(base_url: str) -> str:
+    return urlsplit(base_url).hostname or "localhost"
 
 
 def _sender(pinned: TemplateVersion, settings: Settings, kind: str) -> tuple[str, str]:
@@ -105,6 +111,24 @@ def _list_unsubscribe(settings: Settings, url: str, message_id: int) -> dict[str
     }
 
 
+def template_sources(
+    pinned: TemplateVersion, overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The four parts' template sources of a version, with an A/B variant's overrides."""
+    return {
+        "subject": pinned.subject,
+        "preheader": pinned.preheader,
+        "html": pinned.html,
+        "text": pinned.text or "",
+        **(overrides or {}),
+    }
+
+
+def names_read(source: Mapping[str, str]) -> frozenset[str]:
+    """What the parts read (``templates.names_used``): the data to load for them."""
+    return names_used(tuple(source[part] for part in ("subject", "preheader", "html", "text")))
+
+
 def render_message(
     conn: Connection,
     clock: Clock,
@@ -126,6 +150,45 @@ def render_message(
     address (a test send)."""
     pinned = template if isinstance(template, TemplateVersion) else None
     pinned = pinned or template_version(conn, str(template), version)
+    _sender(pinned, settings, check_category(category or pinned.category))
+    used = names_read(template_sources(pinned, overrides))
+    data = load_contexts(conn, [contact_id], used).get(contact_id)
+    if data is None:
+        raise contact_not_found(conn, contact_id)
+    return render_with(
+        clock,
+        settings,
+        pinned,
+        data,
+        contact_id=contact_id,
+        message_id=message_id,
+        send_key=send_key,
+        category=category,
+        ab_variant=ab_variant,
+        overrides=overrides,
+        tracking=tracking,
+        to=to,
+    )
+
+
+def render_with(
+    clock: Clock,
+    settings: Settings,
+    pinned: TemplateVersion,
+    data: dict[str, Any],
+    *,
+    contact_id: int,
+    message_id: int,
+    send_key: str,
+    category: str | None = None,
+    ab_variant: str | None = None,
+    overrides: Mapping[str, str] | None = None,
+    tracking: bool = True,
+    to: str | None = None,
+) -> Rendered:
+    """``render_message`` with the template version and the contact's data already loaded
+    (``context.load_contexts``, for at least the names the parts read): no database work,
+    so a sender can load a whole group of recipients in a few queries first."""
     kind = check_category(category or pinned.category)
     sender_name, sender_address = _sender(pinned, settings, kind)
     base = EmailToken(
@@ -151,17 +214,8 @@ def render_message(
         unsubscribe_url=unsubscribe_url,
         preferences_url=preferences_url,
     )
-    source = {
-        "subject": pinned.subject,
-        "preheader": pinned.preheader,
-        "html": pinned.html,
-        "text": pinned.text or "",
-        **(overrides or {}),
-    }
-    used = names_used(tuple(source[part] for part in ("subject", "preheader", "html", "text")))
-    context = build_context(conn, contact_id, extras, used)
-    if context is None:
-        raise contact_not_found(conn, contact_id)
+    source = template_sources(pinned, overrides)
+    context = with_extras(data, extras)
     to_address = to or context["contact"]["email"]
     if not to_address:
         raise Invalid(f"contact {contact_id} has no email address", code="no_email")
@@ -206,6 +260,14 @@ def render_message(
 
 def to_mime(settings: Settings, clock: Clock, rendered: Rendered, message_id: int) -> EmailMessage:
     """The MIME message of rendered parts."""
+    return build_message(
+        _headers(settings, clock, rendered, message_id), rendered.text, rendered.html
+    )
+
+
+def _headers(
+    settings: Settings, clock: Clock, rendered: Rendered, message_id: int
+) -> list[tuple[str, str]]:
     headers = [
         ("From", address(rendered.sender_name, rendered.sender_address)),
         ("To", address(rendered.to_name, rendered.to_address)),
@@ -214,7 +276,13 @@ def to_mime(settings: Settings, clock: Clock, rendered: Rendered, message_id: in
         ("Message-ID", message_id_header(settings, message_id)),
     ]
     headers += list(rendered.headers.items())
-    return build_message(headers, rendered.text, rendered.html)
+    return headers
+
+
+def to_wire(settings: Settings, clock: Clock, rendered: Rendered, message_id: int) -> bytes:
+    """The message of rendered parts as it goes on the wire (CRLF line ends): the same
+    bytes as ``to_mime(...).as_bytes()``, without building the ``EmailMessage``."""
+    return wire_form(_headers(settings, clock, rendered, message_id), rendered.text, rendered.html)
 
 
 def compose(

@@ -11,6 +11,8 @@ Names available in every template (docs/EMAIL.md lists them for marketers):
 - ``last_viewed``: the product viewed last (a ``Product Viewed`` event, else a page under
   ``/products/``), false when none: ``name``, ``url``, ``path``, ``product_id``, ``category``;
 - ``last_page``: the last page viewed (``url``, ``path``, ``title``), false when none;
+- ``coupons``: the contact's one-time coupon codes by the name a journey's ``issue_coupon``
+  step gave them (``coupons.coupon_code``): the latest code not yet redeemed, empty when none;
 - ``sender`` (``name``, ``address``, ``postal_address``), ``email`` (``key``),
   ``unsubscribe_url`` and ``preferences_url``.
 
@@ -21,7 +23,7 @@ names that do not exist at all are template errors (422 when saving).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +67,7 @@ TOP_LEVEL = (
     "scores",
     "last_viewed",
     "last_page",
+    "coupons",
     "sender",
     "email",
     "unsubscribe_url",
@@ -138,24 +141,45 @@ def custom_field_keys(conn: Connection) -> tuple[str, ...]:
     return tuple(conn.execute(select(custom_fields.c.key).order_by(custom_fields.c.key)).scalars())
 
 
-def _slugs(conn: Connection, contact_id: int) -> tuple[list[str], list[str]]:
-    segment_slugs = conn.execute(
-        select(segments.c.slug)
-        .join(segment_members, segment_members.c.segment_id == segments.c.id)
-        .where(segment_members.c.contact_id == contact_id)
-        .order_by(segments.c.slug)
-    ).scalars()
-    list_slugs = conn.execute(
-        select(lists.c.slug)
-        .join(list_members, list_members.c.list_id == lists.c.id)
-        .where(list_members.c.contact_id == contact_id)
-        .order_by(lists.c.slug)
-    ).scalars()
-    return list(segment_slugs), list(list_slugs)
+def _slugs_many(
+    conn: Connection, contact_ids: list[int]
+) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """Segment and list slugs by contact (sorted)."""
+    segment_slugs: dict[int, list[str]] = {}
+    list_slugs: dict[int, list[str]] = {}
+    for chunk in _chunks(contact_ids):
+        for contact_id, slug in conn.execute(
+            select(segment_members.c.contact_id, segments.c.slug)
+            .join(segments, segment_members.c.segment_id == segments.c.id)
+            .where(segment_members.c.contact_id.in_(chunk))
+            .order_by(segments.c.slug)
+        ):
+            segment_slugs.setdefault(contact_id, []).append(slug)
+        for contact_id, slug in conn.execute(
+            select(list_members.c.contact_id, lists.c.slug)
+            .join(lists, list_members.c.list_id == lists.c.id)
+            .where(list_members.c.contact_id.in_(chunk))
+            .order_by(lists.c.slug)
+        ):
+            list_slugs.setdefault(contact_id, []).append(slug)
+    return segment_slugs, list_slugs
 
 
-def _scores(conn: Connection, contact_id: int) -> Scores:
-    return Scores(current_scores(conn, [contact_id]).get(contact_id, {}))
+def _tags_many(conn: Connection, contact_ids: list[int]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for chunk in _chunks(contact_ids):
+        for contact_id, tag in conn.execute(
+            select(contact_tags.c.contact_id, contact_tags.c.tag)
+            .where(contact_tags.c.contact_id.in_(chunk))
+            .order_by(contact_tags.c.tag)
+        ):
+            found.setdefault(contact_id, []).append(tag)
+    return found
+
+
+def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 def _last_viewed(conn: Connection, contact_id: int) -> Record:
@@ -213,6 +237,22 @@ def _last_page(conn: Connection, contact_id: int) -> Record:
     )
 
 
+def _coupons_many(conn: Connection, contact_ids: list[int]) -> dict[int, dict[str, str]]:
+    """Coupon codes by name (the issuing step's ``field``): the latest unredeemed one each."""
+    from ekiden.journeys.tables import coupons
+
+    out: dict[int, dict[str, str]] = {}
+    for chunk in _chunks(contact_ids):
+        rows = conn.execute(
+            select(coupons.c.contact_id, coupons.c.field, coupons.c.code)
+            .where(coupons.c.contact_id.in_(chunk), coupons.c.redeemed_at.is_(None))
+            .order_by(coupons.c.id)
+        )
+        for row in rows:
+            out.setdefault(row.contact_id, {})[row.field] = row.code
+    return out
+
+
 def _custom(values: dict[str, Any] | None, keys: Iterable[str]) -> Record:
     values = values or {}
     return Record({key: values.get(key) for key in keys})
@@ -232,53 +272,76 @@ def build_context(
     """What a template may use for ``contact_id``; None when the contact is unknown.
     ``used`` (``templates.names_used``) limits the queries to what the template reads;
     the rest is left empty. None loads everything."""
-    row = conn.execute(select(contacts).where(contacts.c.id == contact_id)).mappings().first()
-    if row is None:
-        return None
-    contact = Record({name: row[name] for name in CONTACT_COLUMNS})
-    contact.update(
-        full_name=full_name(row["last_name"], row["first_name"]),
-        full_name_kana=full_name(row["last_name_kana"], row["first_name_kana"]),
-        custom=Record({}),
-        tags=[],
-        segments=[],
-        lists=[],
-    )
-    if _wants(used, "contact", "custom"):
-        contact["custom"] = _custom(row["custom"], custom_field_keys(conn))
-    if _wants(used, "contact", "tags"):
-        contact["tags"] = list(
-            conn.execute(
-                select(contact_tags.c.tag)
-                .where(contact_tags.c.contact_id == contact_id)
-                .order_by(contact_tags.c.tag)
-            ).scalars()
-        )
+    data = load_contexts(conn, [contact_id], used).get(contact_id)
+    return None if data is None else with_extras(data, extras)
+
+
+def with_extras(data: dict[str, Any], extras: Extras) -> dict[str, Any]:
+    """A template context: the contact's data (``load_contexts``) and this message's
+    extras (sender, email identity, its links)."""
+    return {**data, **_extras(extras)}
+
+
+def load_contexts(
+    conn: Connection, contact_ids: Iterable[int], used: frozenset[str] | None = None
+) -> dict[int, dict[str, Any]]:
+    """The contact-dependent part of the template context (``contact``, ``account``,
+    ``scores``, ``last_viewed``, ``last_page``, ``coupons``) for many contacts in a few queries per
+    kind of data the template reads (``used``, None: everything); unknown contacts are
+    absent. Complete it with ``with_extras``."""
+    wanted = list(dict.fromkeys(contact_ids))
+    rows: dict[int, Any] = {}
+    for chunk in _chunks(wanted):
+        for row in conn.execute(select(contacts).where(contacts.c.id.in_(chunk))).mappings():
+            rows[row["id"]] = row
+    ids = [cid for cid in wanted if cid in rows]
+    if not ids:
+        return {}
+    custom_keys = custom_field_keys(conn) if _wants(used, "contact", "custom") else ()
+    tags = _tags_many(conn, ids) if _wants(used, "contact", "tags") else {}
+    slugs: tuple[dict[int, list[str]], dict[int, list[str]]] = ({}, {})
     if _wants(used, "contact", "segments") or _wants(used, "contact", "lists"):
-        contact["segments"], contact["lists"] = _slugs(conn, contact_id)
-    account = Record(dict.fromkeys(ACCOUNT_FIELDS), present=False)
-    account["custom"] = Loose({})
-    if row["account_id"] is not None and _wants(used, "account"):
-        found = (
-            conn.execute(select(accounts).where(accounts.c.id == row["account_id"]))
-            .mappings()
-            .first()
+        slugs = _slugs_many(conn, ids)
+    found_accounts: dict[int, Any] = {}
+    account_ids = sorted({rows[cid]["account_id"] for cid in ids} - {None})
+    if account_ids and _wants(used, "account"):
+        for chunk in _chunks(account_ids):
+            for found in conn.execute(select(accounts).where(accounts.c.id.in_(chunk))).mappings():
+                found_accounts[found["id"]] = found
+    scores = current_scores(conn, ids) if _wants(used, "scores") else {}
+    viewed, page = _wants(used, "last_viewed"), _wants(used, "last_page")
+    codes = _coupons_many(conn, ids) if _wants(used, "coupons") else {}
+    out: dict[int, dict[str, Any]] = {}
+    for cid in ids:
+        row = rows[cid]
+        contact = Record({name: row[name] for name in CONTACT_COLUMNS})
+        contact.update(
+            full_name=full_name(row["last_name"], row["first_name"]),
+            full_name_kana=full_name(row["last_name_kana"], row["first_name_kana"]),
+            custom=_custom(row["custom"], custom_keys) if custom_keys else Record({}),
+            tags=tags.get(cid, []),
+            segments=slugs[0].get(cid, []),
+            lists=slugs[1].get(cid, []),
         )
-        if found is not None:
-            account = Record({name: found[name] for name in ACCOUNT_FIELDS if name != "custom"})
-            account["custom"] = Loose(dict(found["custom"] or {}))
-    nothing_viewed = Record(dict.fromkeys(VIEWED_FIELDS), present=False)
-    no_page = Record(dict.fromkeys(PAGE_FIELDS), present=False)
-    return {
-        "contact": contact,
-        "account": account,
-        "scores": _scores(conn, contact_id) if _wants(used, "scores") else Scores(),
-        "last_viewed": _last_viewed(conn, contact_id)
-        if _wants(used, "last_viewed")
-        else nothing_viewed,
-        "last_page": _last_page(conn, contact_id) if _wants(used, "last_page") else no_page,
-        **_extras(extras),
-    }
+        account = Record(dict.fromkeys(ACCOUNT_FIELDS), present=False)
+        account["custom"] = Loose({})
+        company = found_accounts.get(row["account_id"])
+        if company is not None:
+            account = Record({name: company[name] for name in ACCOUNT_FIELDS if name != "custom"})
+            account["custom"] = Loose(dict(company["custom"] or {}))
+        out[cid] = {
+            "contact": contact,
+            "account": account,
+            "scores": Scores(scores.get(cid, {})),
+            "last_viewed": _last_viewed(conn, cid)
+            if viewed
+            else Record(dict.fromkeys(VIEWED_FIELDS), present=False),
+            "last_page": _last_page(conn, cid)
+            if page
+            else Record(dict.fromkeys(PAGE_FIELDS), present=False),
+            "coupons": Loose(codes.get(cid, {})),
+        }
+    return out
 
 
 def _extras(extras: Extras) -> dict[str, Any]:
@@ -320,5 +383,6 @@ def sample_context(custom_keys: Iterable[str], extras: Extras) -> dict[str, Any]
         "scores": Scores(),
         "last_viewed": Record(dict.fromkeys(VIEWED_FIELDS, "sample")),
         "last_page": Record(dict.fromkeys(PAGE_FIELDS, "sample")),
+        "coupons": Loose({}),
         **_extras(extras),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from ekiden.config import Settings
 from ekiden.i18n import gettext
@@ -31,6 +32,8 @@ class LinkTracker:
         self.settings = settings
         self.base = base
         self.campaign = campaign
+        self.domains = settings.site_domains
+        self.own = (settings.base_url + "/u/", settings.base_url + "/t/")
         self.numbers: dict[str, int] = {}
         self.counted = 0  # the links of the HTML part: what a scanner clicking all would hit
         self.made: dict[str, str] = {}  # target -> tracked URL (the text part repeats them)
@@ -38,9 +41,9 @@ class LinkTracker:
     def _target(self, url: str) -> str | None:
         if not url.lower().startswith(("http://", "https://")):
             return None
-        if url.startswith((self.settings.base_url + "/u/", self.settings.base_url + "/t/")):
+        if url.startswith(self.own):
             return None
-        return with_utm(url, self.settings.site_domains, self.campaign)
+        return with_utm(url, self.domains, self.campaign)
 
     def _collect(self, url: str) -> None:
         target = self._target(url)
@@ -94,6 +97,19 @@ def add_preheader(document: str, preheader: str) -> str:
     return insert_after_body_open(document, hidden)
 
 
+@lru_cache(maxsize=64)
+def _footer_texts(
+    locale: str, name: str, address: str, postal_address: str
+) -> tuple[tuple[str, ...], str, str]:
+    """The footer's translated lines and link labels (the same for every message of a
+    sender: translated once)."""
+    lines = [gettext(locale, "Sender: %(name)s", name=name)]
+    if postal_address:
+        lines.append(gettext(locale, "Address: %(address)s", address=postal_address))
+    lines.append(gettext(locale, "Contact: %(email)s", email=address))
+    return tuple(lines), gettext(locale, "Unsubscribe"), gettext(locale, "Email preferences")
+
+
 @dataclass(frozen=True)
 class Footer:
     """Who sends (特定電子メール法) and, for marketing mail, how to stop it."""
@@ -106,15 +122,12 @@ class Footer:
 
     def parts(self, locale: str) -> tuple[str, str]:
         """(HTML, text) of the footer."""
-        lines = [gettext(locale, "Sender: %(name)s", name=self.sender_name)]
-        if self.postal_address:
-            lines.append(gettext(locale, "Address: %(address)s", address=self.postal_address))
-        lines.append(gettext(locale, "Contact: %(email)s", email=self.sender_address))
+        lines, unsubscribe, preferences = _footer_texts(
+            locale, self.sender_name, self.sender_address, self.postal_address
+        )
         html_lines = [html.escape(line) for line in lines]
         text_lines = list(lines)
         if self.unsubscribe_url and self.preferences_url:
-            unsubscribe = gettext(locale, "Unsubscribe")
-            preferences = gettext(locale, "Email preferences")
             html_lines.append(
                 f'<a href="{html.escape(self.unsubscribe_url)}">{html.escape(unsubscribe)}</a>'
                 f' | <a href="{html.escape(self.preferences_url)}">{html.escape(preferences)}</a>'

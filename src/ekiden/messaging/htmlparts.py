@@ -84,12 +84,110 @@ class _TextMaker(HTMLParser):
             self.out.append(_SPACE.sub(" ", data.replace("\n", " ")))
 
 
+# One token of well-formed HTML: a comment, a declaration or processing instruction, a start
+# or end tag (attribute values may hold ">" inside quotes), or a run of text.
+_TOKEN = re.compile(
+    r"""<!--.*?-->"""
+    r"""|<[!?][^>]*>"""
+    r"""|<(/?)([a-zA-Z][^\t\n\r\f />\x00]*)((?:[^>"']|"[^"]*"|'[^']*')*)>"""
+    r"""|[^<]+|<""",
+    re.DOTALL,
+)
+_ATTRIBUTE = re.compile(
+    r"""(?<=['"\s/])([^\s/>][^\s/=>]*)\s*=+\s*(?:'([^']*)'|"([^"]*)"|(?!['"])([^>\s]*))"""
+)
+_RAW_END = {"script": re.compile(r"</script\s*>", re.I), "style": re.compile(r"</style\s*>", re.I)}
+_BREAKS = {tag: "\n\n" if tag in ("p", "h1", "h2", "h3", "table") else "\n" for tag in _BLOCKS}
+
+
+def _attribute(attributes: str, name: str) -> str | None:
+    """The (last) value of attribute ``name``, unescaped, as ``html.parser`` gives it."""
+    value = None
+    for match in _ATTRIBUTE.finditer(attributes):
+        if match.group(1).lower() == name:
+            raw = next((g for g in match.groups()[1:] if g is not None), "")
+            value = html.unescape(raw)
+    return value
+
+
+def _fast_text(document: str) -> str | None:
+    """What ``_TextMaker`` writes for ``document``, read with one regular expression, or
+    None when the document has something the expression does not read the way
+    ``html.parser`` does (an unclosed tag or comment, a stray "<", an unclosed script or
+    style): then the parser is used."""
+    out: list[str] = []
+    links: list[str | None] = []
+    skipping = 0
+    position, length = 0, len(document)
+    match_token, unescape, space = _TOKEN.match, html.unescape, _SPACE.sub
+    while position < length:
+        match = match_token(document, position)
+        assert match is not None  # the last alternatives match any character
+        piece = match.group(0)
+        position = match.end()
+        if piece[0] != "<":
+            if not skipping:
+                if "&" in piece:
+                    piece = unescape(piece)
+                out.append(space(" ", piece.replace("\n", " ")))
+            continue
+        name = match.group(2)
+        if name is None:
+            if piece == "<" or (piece.startswith("<!--") and not piece.endswith("-->")):
+                return None
+            continue  # a comment, doctype or processing instruction
+        attributes = match.group(3)
+        if "<" in attributes:
+            return None
+        tag = name.lower()
+        closing = True
+        if not match.group(1):  # a start tag (and its end, when it closes itself)
+            closing = attributes.endswith("/")
+            if tag in _SKIP:
+                skipping += 1
+            elif tag == "br":
+                out.append("\n")
+            elif tag == "li":
+                out.append("\n・")
+            elif tag in _BREAKS:
+                out.append(_BREAKS[tag])
+            elif tag == "a":
+                href = _attribute(attributes, "href")
+                links.append(href if href and href.startswith(("http:", "https:")) else None)
+            elif tag == "img":
+                alt = _attribute(attributes, "alt")
+                if alt:
+                    out.append(alt)
+            if tag in _RAW_END and not closing:
+                end = _RAW_END[tag].search(document, position)
+                if end is None:
+                    return None
+                position = end.start()  # the content is skipped (it is inside _SKIP)
+        if closing:
+            if tag in _SKIP:
+                skipping = max(0, skipping - 1)
+            elif tag in _BLOCKS:
+                out.append("\n")
+            elif tag in ("td", "th"):
+                out.append(" ")
+            elif tag == "a" and links:
+                href = links.pop()
+                if href:
+                    out.append(f" ({href})")
+    return "".join(out)
+
+
 def html_to_text(document: str) -> str:
-    """A readable plain-text version of an HTML part."""
-    maker = _TextMaker()
-    maker.feed(document)
-    maker.close()
-    lines = [line.strip() for line in "".join(maker.out).split("\n")]
+    """A readable plain-text version of an HTML part. The regular expression reading is
+    several times faster than ``html.parser`` (a send converts every recipient's HTML) and
+    gives the same text for the markup it accepts; anything else goes to the parser."""
+    out = _fast_text(document)
+    if out is None:
+        maker = _TextMaker()
+        maker.feed(document)
+        maker.close()
+        out = "".join(maker.out)
+    lines = [line.strip() for line in out.split("\n")]
     text = "\n".join(lines)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip() + "\n"

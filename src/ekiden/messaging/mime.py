@@ -76,19 +76,27 @@ def address(name: str, addr: str) -> str:
     return "\r\n ".join([*words, f"<{addr}>"])
 
 
-def _part(content_type: str, body: str) -> tuple[EmailMessage, str]:
-    """The part and its wire text."""
+def _payload(body: str) -> str:
+    """A text part's body with CRLF line ends, UTF-8 in base64 lines of 76 characters."""
     canonical = body.replace("\r\n", "\n").replace("\n", "\r\n").encode()
-    payload = base64.encodebytes(canonical).decode().replace("\n", "\r\n")
-    part = EmailMessage(policy=MAIL_POLICY)
-    headers = [
+    encoded = base64.b64encode(canonical).decode()
+    # the lines base64.encodebytes writes (76 characters), in one join instead of a loop
+    return "".join(f"{encoded[i : i + 76]}\r\n" for i in range(0, len(encoded), 76))
+
+
+def _part_headers(content_type: str) -> list[tuple[str, str]]:
+    return [
         ("Content-Type", f'{content_type}; charset="utf-8"'),
         ("Content-Transfer-Encoding", "base64"),
     ]
-    for name, value in headers:
+
+
+def _part(content_type: str, payload: str) -> EmailMessage:
+    part = EmailMessage(policy=MAIL_POLICY)
+    for name, value in _part_headers(content_type):
         part.set_raw(name, value)
     part.set_payload(payload)
-    return part, _head(headers) + "\r\n" + payload
+    return part
 
 
 def _head(headers: list[tuple[str, str]]) -> str:
@@ -118,25 +126,38 @@ class ComposedMessage(EmailMessage):
 BOUNDARY = "=_ekiden_alternative"  # "=_" never occurs in base64, the only content here
 
 
-def build_message(headers: list[tuple[str, str]], text: str, html: str) -> EmailMessage:
-    """A multipart/alternative message of ``text`` and ``html`` with ``headers`` (values
-    already encoded and folded) first."""
-    message = ComposedMessage(policy=MAIL_POLICY)
-    headers = [
+def _top_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [
         *headers,
         ("MIME-Version", "1.0"),
         ("Content-Type", f'multipart/alternative;\r\n boundary="{BOUNDARY}"'),
     ]
+
+
+def _wire(headers: list[tuple[str, str]], text_payload: str, html_payload: str) -> bytes:
+    text_head = _head(_part_headers("text/plain"))
+    html_head = _head(_part_headers("text/html"))
+    return (
+        f"{_head(headers)}\r\n--{BOUNDARY}\r\n{text_head}\r\n{text_payload}\r\n--{BOUNDARY}\r\n"
+        f"{html_head}\r\n{html_payload}\r\n--{BOUNDARY}--\r\n"
+    ).encode()
+
+
+def wire_form(headers: list[tuple[str, str]], text: str, html: str) -> bytes:
+    """The bytes of ``build_message(headers, text, html)`` as they go on the wire, without
+    building the message object (what the sender of a whole send needs)."""
+    return _wire(_top_headers(headers), _payload(text), _payload(html))
+
+
+def build_message(headers: list[tuple[str, str]], text: str, html: str) -> EmailMessage:
+    """A multipart/alternative message of ``text`` and ``html`` with ``headers`` (values
+    already encoded and folded) first."""
+    message = ComposedMessage(policy=MAIL_POLICY)
+    headers = _top_headers(headers)
     for name, value in headers:
         message.set_raw(name, value)
-    (text_part, text_wire), (html_part, html_wire) = (
-        _part("text/plain", text),
-        _part("text/html", html),
-    )
-    message.set_payload([text_part, html_part])
-    message.wire = (
-        f"{_head(headers)}\r\n--{BOUNDARY}\r\n{text_wire}\r\n--{BOUNDARY}\r\n{html_wire}"
-        f"\r\n--{BOUNDARY}--\r\n"
-    ).encode()
+    text_payload, html_payload = _payload(text), _payload(html)
+    message.set_payload([_part("text/plain", text_payload), _part("text/html", html_payload)])
+    message.wire = _wire(headers, text_payload, html_payload)
     message.snapshot = message._state()
     return message

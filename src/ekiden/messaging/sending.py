@@ -9,12 +9,15 @@ its email events, its tracking tokens, and its stable Message-ID header
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ekiden.clock import Clock
 from ekiden.config import Settings
-from ekiden.contacts.service import require_live_contact
+from ekiden.contacts.service import contact_not_found, require_live_contact
+from ekiden.contacts.tables import contacts
 from ekiden.errors import NotFound
 from ekiden.messaging.compliance import check_category
 from ekiden.messaging.sends_tables import email_messages
@@ -99,3 +102,76 @@ def send_email(
         contact_id=contact_id,
     )
     return int(new_id)
+
+
+def send_emails(
+    conn: Connection,
+    clock: Clock,
+    settings: Settings,
+    *,
+    template: str,
+    category: str,
+    recipients: Sequence[tuple[int, str]],
+) -> dict[str, int]:
+    """``send_email`` for many contacts at once: ``recipients`` are (contact id, idempotency
+    key) pairs. Writes the new messages and their outbox rows in the caller's transaction with
+    a few statements per 500 recipients (``outbox.enqueue_many``), and returns
+    ``{key: new message id}`` for the keys not used before (keys used before, or repeated in
+    ``recipients``, write nothing and are absent). Raises NotFound (nothing written) for an
+    unknown template or an unknown or merged contact, Invalid for a bad category."""
+    del settings
+    check_category(category)
+    version, _ = pinned_template(conn, template, None)
+    wanted = list(dict.fromkeys(contact_id for contact_id, _ in recipients))
+    live: set[int] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        live.update(
+            conn.execute(
+                select(contacts.c.id).where(
+                    contacts.c.id.in_(chunk), contacts.c.merged_into_id.is_(None)
+                )
+            ).scalars()
+        )
+    missing = [contact_id for contact_id in wanted if contact_id not in live]
+    if missing:
+        raise contact_not_found(conn, missing[0])
+    pairs = list({key: contact_id for contact_id, key in reversed(recipients)}.items())[::-1]
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    now = clock.now()
+    created: dict[str, int] = {}
+    for start in range(0, len(pairs), 500):
+        rows = [
+            {
+                "send_id": None,
+                "contact_id": contact_id,
+                "key": key,
+                "template_key": template,
+                "template_version": version,
+                "category": category,
+                "status": "queued",
+                "queued_at": now,
+            }
+            for key, contact_id in pairs[start : start + 500]
+        ]
+        inserted = conn.execute(
+            dialect.insert(email_messages)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(email_messages.c.id, email_messages.c.key, email_messages.c.contact_id)
+        ).all()
+        outbox.enqueue_many(
+            conn,
+            clock,
+            [
+                outbox.NewEntry(
+                    kind="email",
+                    key=f"email:{row.key}",
+                    payload={"message_id": int(row.id)},
+                    contact_id=int(row.contact_id),
+                )
+                for row in inserted
+            ],
+        )
+        created.update({str(row.key): int(row.id) for row in inserted})
+    return created

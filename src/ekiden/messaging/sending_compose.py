@@ -38,8 +38,14 @@ def compose_message(
         version=version,
         contact_id=contact_id,
         message_id=message_id,
-        send_key="" if send_id is None else f"send-{send_id}",
+        send_key=send_key_of(send_id),
         ab_variant=variant,
         overrides=None if subject is None else {"subject": subject},
         to=to,
     )
+
+
+def send_key_of(send_id: int | None) -> str:
+    """The campaign key (``utm_campaign``, the tokens' ``send``) of a send's messages;
+    empty for single messages (the template key is used then)."""
+    return "" if send_id is None else f"send-{send_id}"

@@ -275,7 +275,7 @@ def write_batch(conn: Connection, clock: Clock, settings: Settings, send: RowMap
 def _write_messages(conn: Connection, clock: Clock, send: RowMapping, ids: Sequence[int]) -> int:
     now = clock.now()
     send_id = int(send["id"])
-    refusals = may_send_many(conn, ids, send["category"])
+    refusals = may_send_many(conn, ids, send["category"], template=send["template_key"])
     ab = None if send["ab"] is None else AbTest.model_validate(send["ab"])
     versions = {v.name: v.template_version for v in ab.variants} if ab else {}
     rows: list[dict[str, Any]] = []

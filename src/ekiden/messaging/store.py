@@ -19,6 +19,7 @@ from ekiden.messaging.models import (
 )
 from ekiden.messaging.tables import email_template_versions, email_templates
 from ekiden.messaging.templates import check_part, render_part
+from ekiden.messaging.topics import set_template_topic, template_topics
 
 SAMPLE_EXTRAS = Extras(
     sender_name="sample",
@@ -74,7 +75,9 @@ def _current(conn: Connection, key: str) -> Any:
 
 def get_template(conn: Connection, key: str) -> EmailTemplate:
     """The template's current version; NotFound when there is no such key."""
-    return EmailTemplate.model_validate(dict(_current(conn, key)))
+    row = dict(_current(conn, key))
+    row["topic"] = template_topics(conn, [row["id"]]).get(row["id"])
+    return EmailTemplate.model_validate(row)
 
 
 def list_templates(conn: Connection, *, archived: bool = False) -> list[EmailTemplate]:
@@ -91,7 +94,8 @@ def list_templates(conn: Connection, *, archived: bool = False) -> list[EmailTem
         .mappings()
         .all()
     )
-    return [EmailTemplate.model_validate(dict(r)) for r in rows]
+    topics = template_topics(conn, [r["id"] for r in rows])
+    return [EmailTemplate.model_validate({**r, "topic": topics.get(r["id"])}) for r in rows]
 
 
 def create_template(conn: Connection, clock: Clock, data: EmailTemplateIn) -> EmailTemplate:
@@ -123,6 +127,8 @@ def create_template(conn: Connection, clock: Clock, data: EmailTemplateIn) -> Em
             template_id=template_id, version=1, created_at=now, **content
         )
     )
+    if data.topic is not None:
+        set_template_topic(conn, template_id, data.category, data.topic)
     return get_template(conn, data.key)
 
 
@@ -152,6 +158,13 @@ def update_template(
     conn.execute(
         update(email_templates).where(email_templates.c.id == current["id"]).values(values)
     )
+    topic = (
+        given["topic"]
+        if "topic" in given
+        else template_topics(conn, [current["id"]]).get(current["id"])
+    )
+    if "topic" in given or (topic is not None and content["category"] != current["category"]):
+        set_template_topic(conn, current["id"], content["category"], topic)
     return get_template(conn, key)
 
 

@@ -119,3 +119,34 @@ def unseal(secret: bytes, text: str, *, kinds: str) -> EmailToken | None:
         )
     except (TypeError, ValueError):
         return None
+
+
+FORM_TOKEN_SECONDS = 24 * 3600  # how long a preference page may stay open before saving
+
+
+def form_token(secret: bytes, page_token: str, now: datetime) -> str:
+    """The anti-CSRF token of a form on the page of ``page_token``: issue time and a signature
+    over both, so it is valid only for that page and only for ``FORM_TOKEN_SECONDS``."""
+    issued = str(int(now.timestamp()))
+    signature = hmac.new(
+        _key(secret), f"form\0{page_token}\0{issued}".encode(), hashlib.sha256
+    ).digest()[:16]
+    return f"{issued}.{_b64(signature)}"
+
+
+def check_form_token(secret: bytes, page_token: str, text: str, now: datetime) -> bool:
+    """True when ``text`` is a form token of this page issued at most
+    ``FORM_TOKEN_SECONDS`` ago (and not in the future)."""
+    issued, _, signature = text.partition(".")
+    if not issued.isdigit() or len(text) > 100:
+        return False
+    age = now.timestamp() - int(issued)
+    if not -60 <= age <= FORM_TOKEN_SECONDS:
+        return False
+    expected = hmac.new(
+        _key(secret), f"form\0{page_token}\0{issued}".encode(), hashlib.sha256
+    ).digest()[:16]
+    try:
+        return hmac.compare_digest(_unb64(signature), expected)
+    except (binascii.Error, ValueError):
+        return False

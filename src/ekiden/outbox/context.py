@@ -6,12 +6,14 @@ are reused by every entry of the run and closed at its end.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ekiden.clock import Clock
 from ekiden.config import Settings
@@ -38,8 +40,46 @@ class DeliveryContext:
     engine: Engine
     clock: Clock
     settings: Settings
+    # what handlers keep for the rest of the run (bulk-loaded data of a group, caches)
+    scratch: dict[str, Any] = field(default_factory=dict, init=False)
     _smtp: SmtpTransport | None = field(default=None, init=False)
     _http: httpx.Client | None = field(default=None, init=False)
+    _conn: Connection | None = field(default=None, init=False)
+
+    @contextlib.contextmanager
+    def holding_connection(self) -> Iterator[None]:
+        """Keep one database connection for the transactions opened inside (the outcomes
+        of a group of deliveries): no pool checkout per outcome, nor, on PostgreSQL, the
+        pool's ping. Closed at the end of the block."""
+        if self._conn is not None:
+            yield
+            return
+        self._conn = self.engine.connect()
+        try:
+            yield
+        finally:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction on the held connection (``holding_connection``), else on a
+        connection of its own. A failed transaction drops the held connection: the next
+        ones open their own."""
+        conn = self._conn
+        if conn is None:
+            with self.engine.begin() as fresh:
+                yield fresh
+            return
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
 
     @property
     def smtp(self) -> SmtpTransport:

@@ -98,10 +98,10 @@ class Lanes:
                 self._contexts.append(context)
         return context
 
-    def map(self, task: Callable[[OutboxEntry], bool], entries: Sequence[OutboxEntry]) -> int:
+    def map(self, task: Callable[[list[OutboxEntry]], int], work: list[list[OutboxEntry]]) -> int:
         if self.executor is None:
-            return sum(task(entry) for entry in entries)
-        return sum(self.executor.map(task, entries))
+            return sum(task(group) for group in work)
+        return sum(self.executor.map(task, work))
 
     def close(self) -> None:
         if self.executor is not None:
@@ -153,18 +153,53 @@ def claim_due(
     return sorted(entries, key=lambda e: (e.next_attempt_at, e.id))
 
 
+# Entries of one kind are delivered in groups: a handler's ``prepare`` loads what a group
+# needs in a few queries, right before the group's first delivery. Each lane still records
+# every outcome right after its delivery, so the entries in flight stay one per lane.
+GROUP_SIZE = 25
+
+
+def groups(entries: Sequence[OutboxEntry], lanes: int) -> list[list[OutboxEntry]]:
+    """``entries`` split into groups of one kind (order kept within a kind), small enough
+    that every lane gets work and at most ``GROUP_SIZE`` long."""
+    by_kind: dict[str, list[OutboxEntry]] = {}
+    for entry in entries:
+        by_kind.setdefault(entry.kind, []).append(entry)
+    size = max(1, min(GROUP_SIZE, -(-len(entries) // max(lanes, 1))))
+    return [
+        same[start : start + size]
+        for same in by_kind.values()
+        for start in range(0, len(same), size)
+    ]
+
+
 def _deliver_claimed(lanes: Lanes, worker: str, entries: Sequence[OutboxEntry]) -> int:
     # a run that outlives half of the lease gives back what it has not started
     deadline = time.monotonic() + lanes.settings.outbox_lease_seconds / 2
 
-    def task(entry: OutboxEntry) -> bool:
+    def task(group: list[OutboxEntry]) -> int:
         if time.monotonic() > deadline:
-            release(lanes.engine, worker, [entry.id])
-            return False
-        deliver_one(lanes.context(), worker, entry)
-        return True
+            release(lanes.engine, worker, [entry.id for entry in group])
+            return 0
+        context = lanes.context()
+        registered = handler_for(group[0].kind)
+        if registered is not None and registered.prepare is not None:
+            try:
+                registered.prepare(context, group)
+            except Exception:  # preparing is an optimisation: deliver one by one instead
+                log.exception("preparing %d %r entries failed", len(group), group[0].kind)
+        done = 0
+        with context.holding_connection():
+            for number, entry in enumerate(group):
+                if time.monotonic() > deadline:
+                    release(lanes.engine, worker, [e.id for e in group[number:]])
+                    break
+                deliver_one(context, worker, entry)
+                done += 1
+        return done
 
-    return lanes.map(task, entries)
+    count = max(1, lanes.settings.outbox_concurrency)
+    return lanes.map(task, groups(entries, count))
 
 
 def deliver_one(context: DeliveryContext, worker: str, entry: OutboxEntry) -> Status:
@@ -205,7 +240,7 @@ def _record_sent(
     message_id: str | None,
     after_sent: AfterSent | None,
 ) -> Status:
-    with context.engine.begin() as conn:
+    with context.transaction() as conn:
         won = _finish(
             conn,
             entry,
@@ -230,7 +265,7 @@ def _schedule_retry(
             context, worker, entry, f"gave up after {entry.attempts} attempts: {reason}"
         )
     retry_at = context.clock.now() + backoff(entry.attempts, context.settings)
-    with context.engine.begin() as conn:
+    with context.transaction() as conn:
         _finish(
             conn,
             entry,
@@ -247,7 +282,7 @@ def _record_failure(
     context: DeliveryContext, worker: str, entry: OutboxEntry, reason: str
 ) -> Status:
     registered = handler_for(entry.kind)
-    with context.engine.begin() as conn:
+    with context.transaction() as conn:
         won = _finish(conn, entry, worker, status=Status.FAILED, last_error=reason[:2000])
         if won and registered is not None and registered.on_failed is not None:
             registered.on_failed(conn, context.clock, entry, reason)

@@ -4,13 +4,16 @@ A handler delivers one outbox entry. It raises ``DeliveryError`` when it cannot;
 it may return an ``AfterSent`` callback that the dispatcher runs in the transaction that
 marks the entry sent (so an event such as ``email_delivered`` is recorded exactly when the
 row becomes "sent", never twice). ``on_failed`` runs in the transaction that records a
-permanent failure (e.g. so that a journey can take its failure branch).
+permanent failure (e.g. so that a journey can take its failure branch). ``prepare``, when
+given, is called once for a group of claimed entries of its kind right before they are
+delivered one by one, so a handler can load what the group needs in a few queries (and keep
+it in ``DeliveryContext.scratch``) instead of a few queries per entry.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,21 +28,30 @@ if TYPE_CHECKING:
 AfterSent = Callable[[Connection], None]
 Handler = Callable[["DeliveryContext", OutboxEntry], AfterSent | None]
 FailureHook = Callable[[Connection, Clock, OutboxEntry, str], None]
+Preparer = Callable[["DeliveryContext", Sequence[OutboxEntry]], None]
 
 
 @dataclass(frozen=True)
 class Registered:
     handler: Handler
     on_failed: FailureHook | None = None
+    prepare: Preparer | None = None
 
 
 _handlers: dict[str, Registered] = {}
 
 
-def register_handler(kind: str, handler: Handler, *, on_failed: FailureHook | None = None) -> None:
+def register_handler(
+    kind: str,
+    handler: Handler,
+    *,
+    on_failed: FailureHook | None = None,
+    prepare: Preparer | None = None,
+) -> None:
     """Deliver outbox entries of ``kind`` with ``handler`` (a later registration for the same
-    kind replaces the earlier one)."""
-    _handlers[kind] = Registered(handler, on_failed)
+    kind replaces the earlier one). ``prepare(context, entries)`` may load in bulk what a
+    group of entries needs; the handler must still work for an entry it did not see."""
+    _handlers[kind] = Registered(handler, on_failed, prepare)
 
 
 def handler_for(kind: str) -> Registered | None:

@@ -8,6 +8,8 @@ makes a repeated decision harmless: the second ``enqueue`` with the same key wri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +61,61 @@ def enqueue(
     )
     new_id = conn.execute(statement).scalar_one_or_none()
     return None if new_id is None else int(new_id)
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """One side effect for ``enqueue_many`` (the arguments of ``enqueue``)."""
+
+    kind: str
+    key: str
+    payload: dict[str, Any]
+    contact_id: int | None = None
+    due_at: datetime | None = None
+
+
+ENQUEUE_CHUNK = 500
+
+
+def enqueue_many(conn: Connection, clock: Clock, entries: Sequence[NewEntry]) -> dict[str, int]:
+    """Queue many side effects in the caller's transaction, one INSERT per 500 rows; returns
+    ``{key: new id}`` for the keys that were new. A key already enqueued (earlier, or twice in
+    ``entries``: the first wins) writes nothing and is absent from the answer, as with
+    ``enqueue``. Invalid (nothing written) when a key or kind is empty or too long."""
+    for entry in entries:
+        if not entry.key or len(entry.key) > MAX_KEY_LENGTH:
+            raise Invalid(
+                f"outbox key must be 1 to {MAX_KEY_LENGTH} characters", details={"key": entry.key}
+            )
+        if not entry.kind:
+            raise Invalid("outbox kind must not be empty", details={"key": entry.key})
+    unique = list({entry.key: entry for entry in reversed(entries)}.values())[::-1]
+    now = clock.now()
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    created: dict[str, int] = {}
+    for start in range(0, len(unique), ENQUEUE_CHUNK):
+        rows = [
+            {
+                "kind": entry.kind,
+                "key": entry.key,
+                "payload": entry.payload,
+                "contact_id": entry.contact_id,
+                "status": Status.PENDING,
+                "attempts": 0,
+                "due_at": entry.due_at or now,
+                "next_attempt_at": entry.due_at or now,
+                "created_at": now,
+            }
+            for entry in unique[start : start + ENQUEUE_CHUNK]
+        ]
+        statement = (
+            dialect.insert(outbox)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(outbox.c.id, outbox.c.key)
+        )
+        created.update({key: int(new_id) for new_id, key in conn.execute(statement)})
+    return created
 
 
 def cancel(conn: Connection, *, key: str) -> bool:

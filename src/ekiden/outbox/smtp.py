@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import secrets
 import smtplib
 import ssl
@@ -126,9 +127,18 @@ class SmtpTransport:
         )
         _set_boundaries(message)
         data = message.as_bytes(policy=_wire_policy(message.policy))
+        return self.send_wire(sender, recipients, data)
+
+    def send_wire(self, sender: str, recipients: list[str], data: bytes) -> Refused:
+        """Send a message already serialised with CRLF line ends (what ``send`` does after
+        serialising): DKIM-signed when configured, after the rate limit. For callers that
+        build the wire form themselves and know the envelope, so nothing is parsed again.
+        The caller sets ``current_attempt``'s ``message_id``."""
+        if not recipients:
+            raise DeliveryError("the message has no recipients", permanent=True)
         if self.signer is not None:
             data = self.signer.sign(data)
-        utf8 = not all(a.isascii() for a in [sender, *recipients])
+        utf8 = not (sender.isascii() and all(a.isascii() for a in recipients))
         self.limiter.wait()
         return self._send_bytes(sender, recipients, data, utf8=utf8)
 
@@ -146,13 +156,13 @@ class SmtpTransport:
             stage = "mail"
             try:
                 options = ["SMTPUTF8"] if utf8 and conn.has_extn("smtputf8") else []
-                code, reply = conn.mail(sender, options)
+                code, reply = _mail(conn, sender, options)
                 if code != 250:
                     conn.rset()
                     raise _reply_error(code, reply, f"sender {sender} refused")
                 refused: Refused = {}
                 for recipient in recipients:
-                    code, reply = conn.rcpt(recipient)
+                    code, reply = _rcpt(conn, recipient)
                     if code not in (250, 251):
                         refused[recipient] = (code, reply)
                 if len(refused) == len(recipients):
@@ -246,6 +256,27 @@ class SmtpTransport:
             conn.quit()
         except (smtplib.SMTPException, OSError):
             conn.close()
+
+
+# A bare address smtplib would only wrap in <>: smtplib's MAIL and RCPT first parse every
+# address with the ``email`` package's address parser, which costs more than the command.
+_BARE_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[A-Za-z0-9.\-]+")
+
+
+def _mail(conn: smtplib.SMTP, sender: str, options: list[str]) -> tuple[int, bytes]:
+    """``conn.mail(sender, options)`` without re-parsing a bare address."""
+    if options or not (sender.isascii() and _BARE_ADDRESS.fullmatch(sender)):
+        return conn.mail(sender, options)  # SMTPUTF8 also switches the command encoding
+    conn.putcmd("mail", f"FROM:<{sender}>")
+    return conn.getreply()
+
+
+def _rcpt(conn: smtplib.SMTP, recipient: str) -> tuple[int, bytes]:
+    """``conn.rcpt(recipient)`` without re-parsing a bare address."""
+    if not (recipient.isascii() and _BARE_ADDRESS.fullmatch(recipient)):
+        return conn.rcpt(recipient)
+    conn.putcmd("rcpt", f"TO:<{recipient}>")
+    return conn.getreply()
 
 
 def _set_boundaries(message: EmailMessage) -> None:

@@ -21,7 +21,9 @@ _TAG = re.compile(r"\+(\d{1,18})-([a-z2-7]{10})@", re.IGNORECASE)
 
 def _signature(settings: Settings, entry_id: int) -> str:
     mac = hmac.new(settings.signing_key, f"bounce:{entry_id}".encode(), hashlib.sha256)
-    return base64.b32encode(mac.digest()).decode()[:10].lower()
+    # base32 encodes 5-byte groups on their own: the first 10 characters come from the first
+    # 10 bytes (encoding only those is the same text, and base32 is slow pure Python)
+    return base64.b32encode(mac.digest()[:10]).decode()[:10].lower()
 
 
 def bounce_address_for(settings: Settings, entry_id: int) -> str | None:
