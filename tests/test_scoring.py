@@ -325,3 +325,85 @@ def test_a_recompute_that_changes_nothing_keeps_the_ledger_rows(
     with engine.connect() as conn:
         assert conn.execute(ledger.order_by(score_awards.c.id)).all() == before
     assert len(before) == 4
+
+
+def test_event_rules_match_paths_and_properties_whatever_their_latin_case(
+    engine: Engine, clock: FrozenClock, settings: Settings
+) -> None:
+    # a value with Latin letters matches whatever their case ("/PRICING", "/Pricing/Plans",
+    # form "Document-B"), but only A-Z fold: a full-width "ｐ" is another letter; and a
+    # prefix is a prefix ("/en/pricing" only contains it, "/prici" is too short)
+    define(engine, clock, settings, BEHAVIOUR)
+    pricing = person(engine, clock, "upper@example.co.jp")
+    act(engine, clock, pricing, path="/PRICING")
+    act(engine, clock, pricing, path="/Pricing/Plans")
+    act(engine, clock, pricing, "form_submitted", properties={"form": "Document-B"})
+    other = person(engine, clock, "other@example.co.jp")
+    for path in ("/ｐricing", "/Äpricing", "/en/pricing", "/prici"):
+        act(engine, clock, other, path=path)
+    settle(engine, clock, settings)
+    assert scores(engine, pricing) == {"behaviour": 8.0}  # 3 + 3 + 2
+    assert scores(engine, other) == {}
+    # a full recompute (one pass over all events) finds the same
+    with engine.begin() as conn:
+        recompute_scores(conn, clock, settings)
+    assert scores(engine, pricing) == {"behaviour": 8.0}
+    assert scores(engine, other) == {}
+
+
+def test_a_first_build_and_a_rebuild_over_the_ledger_give_the_same_awards(
+    engine: Engine, clock: FrozenClock, settings: Settings
+) -> None:
+    # an empty ledger is written directly; an existing one by differences: same result
+    define(engine, clock, settings, BEHAVIOUR)
+    contacts = [person(engine, clock, f"r{i}@example.co.jp") for i in range(3)]
+    for i, contact in enumerate(contacts):
+        for path in ["/products/a", "/products/b", "/products/c", "/pricing", "/careers"][i:]:
+            act(engine, clock, contact, path=path)
+            clock.advance(timedelta(hours=30))
+    settle(engine, clock, settings)
+    awards = select(
+        score_awards.c.rule_id, score_awards.c.contact_id, score_awards.c.event_id,
+        score_awards.c.awarded_at, score_awards.c.points,
+    )  # fmt: skip
+
+    def ledger() -> set[tuple[Any, ...]]:
+        with engine.connect() as conn:
+            return {tuple(row) for row in conn.execute(awards)}
+
+    def values() -> dict[int, dict[str, float]]:
+        with engine.connect() as conn:
+            return current_scores(conn, contacts)
+
+    with engine.begin() as conn:  # a rule change: the cap now allows three product pages
+        conn.execute(
+            score_rules.update().where(score_rules.c.key == "product-detail").values(cap_points=15)
+        )
+        recompute_scores(conn, clock, settings)
+    merged, merged_values = ledger(), values()
+    assert sorted(p for *_, p in merged) == sorted([5.0] * 6 + [3.0] * 3 + [-3.0] * 3)
+    with engine.begin() as conn:
+        conn.execute(score_awards.delete())
+        recompute_scores(conn, clock, settings)
+    assert ledger() == merged
+    assert values() == merged_values
+
+
+def test_a_full_recompute_puts_back_the_session_settings_it_raises(
+    engine: Engine, clock: FrozenClock, settings: Settings
+) -> None:
+    # a whole-population pass raises the sort memory (work_mem / the page cache) and turns
+    # nested loops off for itself; the rest of the caller's transaction and the pooled
+    # connection keep what they had
+    define(engine, clock, settings, BEHAVIOUR)
+    contact = person(engine, clock, "s@example.co.jp")
+    act(engine, clock, contact, path="/pricing")
+    if engine.dialect.name == "postgresql":
+        probe = "SELECT current_setting('work_mem') || ' ' || current_setting('enable_nestloop')"
+    else:
+        probe = "PRAGMA cache_size"
+    with engine.begin() as conn:
+        before = conn.exec_driver_sql(probe).scalar_one()
+        recompute_scores(conn, clock, settings)
+        assert conn.exec_driver_sql(probe).scalar_one() == before
+    assert scores(engine, contact) == {"behaviour": 3.0}

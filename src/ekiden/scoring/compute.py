@@ -13,7 +13,9 @@ the sum of the awards' current worth (half-life decay, expiry) within the score'
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +27,7 @@ from sqlalchemy import (
     Float,
     Integer,
     MetaData,
+    Select,
     Table,
     and_,
     case,
@@ -60,6 +63,8 @@ from ekiden.segments.tables import dirty_contacts
 from ekiden.tracking.tables import events
 
 DAY = 86400.0
+# SQLite's unixepoch() (3.38+) gives the whole seconds strftime('%s') gives, faster
+_UNIXEPOCH = sqlite3.sqlite_version_info >= (3, 38, 0)
 # A change smaller than this is rounding noise, not a change of the score.
 EPSILON = 1e-6
 # History records every change of at least this much caused by new matches; decay alone is
@@ -80,6 +85,8 @@ def epoch(expr: Any, dialect: str) -> Any:
     """Seconds since 1970 of a stored (naive UTC) timestamp."""
     if dialect == "postgresql":
         return func.extract("epoch", expr)
+    if _UNIXEPOCH:
+        return func.unixepoch(expr)  # the same whole seconds, without formatting text
     return cast(func.strftime("%s", expr), Integer)
 
 
@@ -134,30 +141,66 @@ def recompute(
         return 0
     now = clock.now()
     env = SqlEnv(catalog=load_catalog(conn), now=now, zone=zone, dialect=dialect, only=only)
-    whole = only is None and dialect == "postgresql"
-    if whole:
+    with _whole_population_settings(conn, whole=only is None):
+        # scratch tables live in the transaction: an error rolls their creation back with it
+        _values.create(conn)
+        changed = 0
+        for definition in definitions:
+            rules = conn.execute(
+                select(score_rules).where(score_rules.c.score_id == definition.id)
+            ).all()
+            _derive_awards(conn, definition.id, rules, env)
+            if only is None:
+                # whole-population writes change these tables' sizes by orders of magnitude
+                # within the transaction; plans made on the old statistics would be ruinous
+                _analyze(conn, score_awards)
+                _analyze(conn, contact_scores)
+            changed += _write_values(conn, definition, env, sweep=sweep, mark_changed=mark_changed)
+        _values.drop(conn)
+    return changed
+
+
+# memory for the sorts and hashes of a whole-population pass (caps sort every candidate
+# event; the ledger is written in contact order): PostgreSQL's work_mem for this transaction
+# and SQLite's page cache for this connection are raised to it while the pass runs
+_WHOLE_MEMORY_KIB = 128 * 1024
+
+
+@contextmanager
+def _whole_population_settings(conn: Connection, *, whole: bool) -> Iterator[None]:
+    if not whole:
+        yield
+        return
+    if conn.dialect.name == "postgresql":
         # For the whole population every join is large: hash joins are right, and a nested
         # loop planned on stale statistics (a table emptied or filled in this transaction)
-        # would take hours. Set for this transaction only, reset below.
+        # would take hours. SET LOCAL: for this transaction only, and put back below.
+        nestloop, work_mem = conn.exec_driver_sql(
+            "SELECT current_setting('enable_nestloop'), "
+            "(SELECT setting::bigint FROM pg_settings WHERE name = 'work_mem')"
+        ).one()
         conn.exec_driver_sql("SET LOCAL enable_nestloop = off")
-    # scratch tables live in the transaction: an error rolls their creation back with it
-    _values.create(conn)
-    changed = 0
-    for definition in definitions:
-        rules = conn.execute(
-            select(score_rules).where(score_rules.c.score_id == definition.id)
-        ).all()
-        _derive_awards(conn, definition.id, rules, env)
-        if only is None:
-            # whole-population writes change these tables' sizes by orders of magnitude
-            # within the transaction; plans made on the old statistics would be ruinous
-            _analyze(conn, score_awards)
-            _analyze(conn, contact_scores)
-        changed += _write_values(conn, definition, env, sweep=sweep, mark_changed=mark_changed)
-    _values.drop(conn)
-    if whole:
-        conn.exec_driver_sql("SET LOCAL enable_nestloop = on")
-    return changed
+        if work_mem < _WHOLE_MEMORY_KIB:
+            conn.exec_driver_sql(f"SET LOCAL work_mem = '{_WHOLE_MEMORY_KIB}kB'")
+        yield
+        conn.exec_driver_sql(f"SET LOCAL enable_nestloop = {'on' if nestloop == 'on' else 'off'}")
+        if work_mem < _WHOLE_MEMORY_KIB:
+            conn.exec_driver_sql(f"SET LOCAL work_mem = '{int(work_mem)}kB'")
+        return
+    # SQLite: a negative cache_size is in KiB; the pool reuses connections, so put it back
+    cache = int(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+    if cache >= 0:  # in pages
+        kib = cache * int(conn.exec_driver_sql("PRAGMA page_size").scalar_one()) // 1024
+    else:
+        kib = -cache
+    if kib >= _WHOLE_MEMORY_KIB:
+        yield
+        return
+    conn.exec_driver_sql(f"PRAGMA cache_size = -{_WHOLE_MEMORY_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size = {cache}")
 
 
 def _analyze(conn: Connection, table: Table) -> None:
@@ -236,6 +279,22 @@ def _award_events(conn: Connection, score_id: int, rules: Sequence[Any], env: Sq
     )
     conn.execute(insert(scratch).from_select([c.name for c in scratch.columns], candidates))
     _analyze(conn, scratch)
+    rule_ids = [r.id for r in rules]
+    held = exists().where(
+        score_awards.c.rule_id.in_(rule_ids), _in_scope(score_awards.c.contact_id, env)
+    )
+    if not conn.execute(select(held)).scalar():
+        # nothing to compare with (the first build after a rule change, contacts never
+        # scored by these rules): the awards go straight into the ledger
+        for i, rule in enumerate(rules):
+            picked = _award_rule(rule, scratch, scratch.c[f"m{i}"] == 1, env)
+            conn.execute(
+                insert(score_awards).from_select(
+                    ["score_id", *_AWARD_COLUMNS], _with_score(picked, score_id)
+                )
+            )
+        scratch.drop(conn)
+        return
     fresh = Table(
         "score_awards_scratch",
         MetaData(),
@@ -248,9 +307,10 @@ def _award_events(conn: Connection, score_id: int, rules: Sequence[Any], env: Sq
     )
     fresh.create(conn)
     for i, rule in enumerate(rules):
-        _award_rule(conn, fresh, rule, scratch, scratch.c[f"m{i}"] == 1, env)
+        picked = _award_rule(rule, scratch, scratch.c[f"m{i}"] == 1, env)
+        conn.execute(insert(fresh).from_select(_AWARD_COLUMNS, picked))
     _analyze(conn, fresh)
-    _merge_awards(conn, score_id, [r.id for r in rules], fresh, env)
+    _merge_awards(conn, score_id, rule_ids, fresh, env)
     fresh.drop(conn)
     scratch.drop(conn)
 
@@ -295,17 +355,24 @@ def _merge_awards(
     )
 
 
-def _award_rule(
-    conn: Connection, target: Table, rule: Any, scratch: Table, matched: Any, env: SqlEnv
-) -> None:
-    columns = ["rule_id", "contact_id", "event_id", "awarded_at", "points"]
+_AWARD_COLUMNS = ["rule_id", "contact_id", "event_id", "awarded_at", "points"]
+
+
+def _with_score(picked: Select[Any], score_id: int) -> Select[Any]:
+    """``picked`` (in ``_AWARD_COLUMNS`` order) with the score id in front."""
+    inner = picked.subquery("picked")
+    # in contact order: the ledger's contact index and the foreign-key lookups of the
+    # contacts then advance through the pages in order instead of at random
+    return select(literal(score_id), *inner.c).order_by(inner.c.contact_id, inner.c.id)
+
+
+def _award_rule(rule: Any, scratch: Table, matched: Any, env: SqlEnv) -> Select[Any]:
+    """The awards of one event rule (``_AWARD_COLUMNS``) from the candidate events."""
     if rule.cap_points is None:
-        picked = select(
+        return select(
             literal(rule.id), scratch.c.contact_id, scratch.c.id, scratch.c.occurred_at,
             literal(rule.points, Float),
         ).where(matched)  # fmt: skip
-        conn.execute(insert(target).from_select(columns, picked))
-        return
     # the cap: at most cap_points (absolute) per contact per fixed period of cap_days days,
     # periods counted from 1970-01-01 in the configured time zone, events in time order
     offset = env.now.astimezone(env.zone).utcoffset()
@@ -330,11 +397,10 @@ def _award_rule(
     before = (ranked.c.n - 1) * step
     sign = 1.0 if rule.points > 0 else -1.0
     awarded = case((ranked.c.n * step <= rule.cap_points, step), else_=rule.cap_points - before)
-    picked = select(
+    return select(
         literal(rule.id), ranked.c.contact_id, ranked.c.id, ranked.c.occurred_at,
         cast(awarded * sign, Float),
     ).where(before < rule.cap_points)  # fmt: skip
-    conn.execute(insert(target).from_select(columns, picked))
 
 
 def _award_profile(conn: Connection, score_id: int, rule: Any, env: SqlEnv) -> None:
@@ -442,7 +508,8 @@ def _write_values(
     gone_rows = and_(
         old.c.score_key == key,
         _in_scope(old.c.contact_id, env),
-        old.c.contact_id.not_in(select(_values.c.contact_id)),
+        # NOT EXISTS, not NOT IN: an anti-join on the scratch table's key on both databases
+        not_(exists().where(_values.c.contact_id == old.c.contact_id)),
     )
     vanished = select(
         old.c.contact_id, literal(key), literal(0.0, Float), old.c.value,
@@ -461,7 +528,7 @@ def _write_values(
         delete(old).where(
             old.c.score_key == key,
             _in_scope(old.c.contact_id, env),
-            or_(old.c.contact_id.not_in(select(_values.c.contact_id)), changed),
+            or_(not_(exists().where(_values.c.contact_id == old.c.contact_id)), changed),
         )
     ).rowcount
     fresh = select(
