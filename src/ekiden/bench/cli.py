@@ -260,3 +260,80 @@ def reports(
     bench = run_reports_bench(database_url, contacts=contacts, events_count=events, repeat=repeat)
     for line in describe(bench):
         out.print(line, soft_wrap=True)
+
+
+@bench_app.command("journeys")
+def journeys(
+    database_url: Annotated[
+        str,
+        typer.Option(
+            help="postgresql://… (a scratch database is created on that server and dropped "
+            "afterwards) or sqlite:///… (a scratch file in a temporary folder)."
+        ),
+    ],
+    contacts: Annotated[
+        int, typer.Option(min=100, help="Contacts enrolled in the 6-node journey.")
+    ] = 100_000,
+    workers: Annotated[
+        list[int] | None,
+        typer.Option(min=1, help="Worker processes; repeat for several (default 1 and 2)."),
+    ] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs per worker count; medians.")] = 3,
+    batch: Annotated[
+        int, typer.Option(min=1, max=5_000, help="Enrolments a worker claims at once.")
+    ] = 500,
+    decision_contacts: Annotated[
+        int, typer.Option(min=0, help="Enrolled contacts for the one-decision run (0: skip).")
+    ] = 1_000_000,
+) -> None:
+    """Journey node executions/s with 1 and 2 worker processes vs a hand-written claim loop."""
+    from ekiden.bench.journeys import BenchError as JourneysBenchError
+    from ekiden.bench.journeys import run_journeys_bench
+
+    try:
+        report = run_journeys_bench(
+            database_url,
+            contacts=contacts,
+            workers=sorted(set(workers or [1, 2])),
+            repeat=repeat,
+            batch=batch,
+            decision_contacts=decision_contacts,
+        )
+    except JourneysBenchError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    out.print(
+        f"journeys benchmark: {report.backend}, {report.contacts:,} contacts through trigger → "
+        f"send_email → wait 1d → branch → webhook (yes side) → change_stage, batches of "
+        f"{report.batch}; baseline: hand-written claim + history row + update per batch"
+    )
+    out.print(
+        f"{'workers':>7}  {'run':>3}  {'node execs':>10}  {'seconds':>7}  {'execs/s':>8}  "
+        f"{'per worker':>10}  {'RSS peak MB':>11}  {'RSS growth MB':>13}"
+    )
+    for count, runs in sorted(report.runs.items()):
+        for number, run in enumerate(runs, 1):
+            out.print(
+                f"{count:>7}  {number:>3}  {run.node_executions:>10,}  {run.seconds:>7.1f}  "
+                f"{run.rate:>8,.0f}  {run.rate / count:>10,.0f}  {run.rss_peak():>11.1f}  "
+                f"{run.rss_growth():>13.1f}"
+            )
+        out.print(
+            f"{count:>7}  {'med':>3}  {'':>10}  {'':>7}  {report.median(count):>8,.0f}  "
+            f"{report.median(count) / count:>10,.0f}"
+        )
+    out.print(
+        f"baseline (hand-written loop, one process): median {report.baseline_median:,.0f} rows/s "
+        f"over {len(report.baseline)} runs; engine with 1 worker / baseline: "
+        + (f"{report.median(1) / report.baseline_median:.1%}" if 1 in report.runs else "(not run)")
+    )
+    scaling = report.scaling()
+    if scaling is not None:
+        out.print(f"two workers / one worker: {scaling:.2f}x")
+    if report.decision is not None:
+        decision = report.decision
+        out.print(
+            f"one decision over {decision.enrolled:,} enrolled contacts ({decision.workers} "
+            f"worker(s)): {decision.seconds:.1f} s ({decision.enrolled / decision.seconds:,.0f} "
+            f"contacts/s), {decision.picked:,} took the yes branch"
+        )
