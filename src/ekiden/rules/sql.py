@@ -81,7 +81,9 @@ def compile_filter(flt: Filter, env: SqlEnv) -> ColumnElement[bool]:
         behaviour = [sub for sub in flt.all if isinstance(sub, EventCondition)]
         other = [sub for sub in flt.all if isinstance(sub, EmailEngagementCondition)]
         terms = [compile_filter(sub, env) for sub in plain]
-        terms += [_event(sub, env, correlated=bool(plain)) for sub in behaviour]
+        terms += [
+            _event(sub, env, correlated=bool(plain) and _per_contact(sub, env)) for sub in behaviour
+        ]
         terms += [compile_filter(sub, env) for sub in other]
         return and_(true(), *terms)
     if isinstance(flt, AnyOf):
@@ -333,6 +335,18 @@ def _event(cond: EventCondition, env: SqlEnv, *, correlated: bool = False) -> Co
     if cond.max is None:
         return true()
     return not_(contacts.c.id.in_(base.having(measure > _number(cond.max))))
+
+
+def _per_contact(cond: EventCondition, env: SqlEnv) -> bool:
+    """Whether to count ``cond`` per remaining contact (correlated) rather than grouping the
+    matching events of everyone. On SQLite a whole-population refresh of a windowed "at least
+    N" condition groups instead: the reports' covering index on events (type, occurred_at,
+    machine, contact_id, path) answers it without reading a row, where a count per contact
+    reads every event row of each contact's window."""
+    whole_population = env.only is None
+    windowed = cond.within_days is not None or cond.since is not None
+    grouped = env.dialect == "sqlite" and whole_population and windowed and cond.lower > 0
+    return not grouped
 
 
 def _number(bound: float) -> int | float:
