@@ -6,12 +6,10 @@ Needs Debian's /usr/bin/chromium; skipped without it unless EKIDEN_REQUIRE_BROWS
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from sqlalchemy import Engine, select
 from tests.conftest import LiveServer
 from tests.test_forms import download_form
 
+import test_snippet_browser
 from ekiden.clock import FrozenClock
 from ekiden.config import Settings
 from ekiden.contacts.tables import consents, contacts
@@ -27,7 +26,6 @@ from ekiden.tracking.tables import events
 from ekiden.web.app import create_app
 from ekiden.web.deps import AppContext
 
-CHROMIUM = Path("/usr/bin/chromium")
 USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
@@ -35,26 +33,8 @@ USER_AGENT = (
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    missing = None if CHROMIUM.exists() else f"{CHROMIUM} is not installed"
-    if missing is None:
-        try:
-            from playwright.sync_api import sync_playwright
-        except ImportError:
-            missing = "the playwright package is not installed"
-    if missing is not None:
-        if os.environ.get("EKIDEN_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"EKIDEN_REQUIRE_BROWSER=1 but {missing}")
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--host-resolver-rules=MAP shop.test 127.0.0.1"],
-        )
-        yield chromium
-        chromium.close()
+# one Chromium per module, launched as the snippet tests do (same flags, shop.test mapped)
+browser = test_snippet_browser.browser
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ Needs Debian's /usr/bin/chromium; skipped without it unless EKIDEN_REQUIRE_BROWS
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +16,7 @@ from sqlalchemy import Engine, select
 from tests.conftest import LiveServer
 from tests.test_email_topics import deliver, in_topic, make_topic, send_to
 
+import test_snippet_browser
 from ekiden.clock import FrozenClock
 from ekiden.config import Settings
 from ekiden.contacts.tables import contacts
@@ -29,7 +28,6 @@ from ekiden.web.deps import AppContext
 from smtp_server import SmtpTestServer
 from test_sending_support import add_contacts, add_template, mail_settings
 
-CHROMIUM = Path("/usr/bin/chromium")
 USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
@@ -37,24 +35,8 @@ USER_AGENT = (
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    missing = None if CHROMIUM.exists() else f"{CHROMIUM} is not installed"
-    if missing is None:
-        try:
-            from playwright.sync_api import sync_playwright
-        except ImportError:
-            missing = "the playwright package is not installed"
-    if missing is not None:
-        if os.environ.get("EKIDEN_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"EKIDEN_REQUIRE_BROWSER=1 but {missing}")
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-        )
-        yield chromium
-        chromium.close()
+# one Chromium per module, launched as the snippet tests do (same flags, shop.test mapped)
+browser = test_snippet_browser.browser
 
 
 @pytest.fixture
