@@ -39,6 +39,7 @@ from ekiden.analytics.reports import (
     ReportTable,
     contact_condition,
     register,
+    whole_number,
 )
 from ekiden.clock import Clock
 from ekiden.contacts.tables import contacts
@@ -82,16 +83,6 @@ _FLAGS = [
     "formed",
     "moved",
 ]
-
-
-def _window(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"must be a whole number of days, not {value!r}") from None
-    if not 1 <= number <= 90:
-        raise ValueError(f"must be between 1 and 90 days, not {number}")
-    return number
 
 
 def _later(column: ColumnElement[Any], days: int, dialect: str) -> ColumnElement[Any]:
@@ -415,7 +406,7 @@ EMAILS = register(
             "window_days": Option(
                 "Days after a person's first click in which a form or a stage move counts as "
                 "led to by the email.",
-                _window,
+                whole_number("days", 1, 90),
                 DEFAULT_WINDOW_DAYS,
             ),
         },

@@ -33,6 +33,7 @@ from ekiden.analytics.reports import (
     ReportTable,
     contact_condition,
     register,
+    whole_number,
 )
 from ekiden.clock import Clock
 from ekiden.contacts.tables import contacts
@@ -43,16 +44,6 @@ from ekiden.lifecycle.stages import load_order
 from ekiden.lifecycle.tables import stage_history
 
 DEFAULT_STALLED_DAYS = 30
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"must be a whole number of days, not {value!r}") from None
-    if number < 1:
-        raise ValueError(f"must be at least 1, not {number}")
-    return number
 
 
 def _percent(value: str) -> float:
@@ -430,7 +421,7 @@ FUNNEL = register(
         options={
             "stalled_days": Option(
                 "Days in one open stage after which a lead counts as stalled.",
-                _positive_int,
+                whole_number("days", 1),
                 DEFAULT_STALLED_DAYS,
             ),
             "target": Option(

@@ -31,6 +31,7 @@ from ekiden.analytics.reports import (
     ReportTable,
     contact_condition,
     register,
+    whole_number,
 )
 from ekiden.clock import Clock
 from ekiden.contacts.tables import contacts
@@ -43,16 +44,6 @@ from ekiden.tracking.tables import events
 
 DEFAULT_STAGE = "hot"
 DEFAULT_LIMIT = 100
-
-
-def _limit(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"must be a whole number of rows, not {value!r}") from None
-    if not 1 <= number <= 10_000:
-        raise ValueError(f"must be between 1 and 10000, not {number}")
-    return number
 
 
 def _stage_key(value: str) -> str:
@@ -300,7 +291,9 @@ INTENT = register(
                 _stage_key,
                 DEFAULT_STAGE,
             ),
-            "limit": Option("At most this many rows per table.", _limit, DEFAULT_LIMIT),
+            "limit": Option(
+                "At most this many rows per table.", whole_number("rows", 1, 10_000), DEFAULT_LIMIT
+            ),
         },
         run=run_intent,
     )

@@ -18,6 +18,7 @@ from ekiden.analytics.reports import (
     ReportTable,
     contact_condition,
     register,
+    whole_number,
 )
 from ekiden.clock import Clock
 from ekiden.contacts.tables import contacts
@@ -25,16 +26,6 @@ from ekiden.i18n import gettext
 from ekiden.tracking.tables import events
 
 DEFAULT_ACTIVE_DAYS = 30
-
-
-def _days(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"must be a whole number of days, not {value!r}") from None
-    if not 1 <= number <= 366:
-        raise ValueError(f"must be between 1 and 366 days, not {number}")
-    return number
 
 
 def source_label(utm: str | None, kind: str | None, ref: str | None) -> str:
@@ -213,7 +204,7 @@ PROSPECTS = register(
         options={
             "active_days": Option(
                 "A contact is active on a day when it viewed a page in the N days ending then.",
-                _days,
+                whole_number("days", 1, 366),
                 DEFAULT_ACTIVE_DAYS,
             )
         },

@@ -102,6 +102,24 @@ class Option:
     default: Any = None
 
 
+def whole_number(unit: str, low: int, high: int | None = None) -> Callable[[str], int]:
+    """An option parser for a whole number of ``unit`` from ``low`` (to ``high``), whose errors
+    say what was expected."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"must be a whole number of {unit}, not {value!r}") from None
+        if high is None and number < low:
+            raise ValueError(f"must be at least {low}, not {number}")
+        if high is not None and not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high} {unit}, not {number}")
+        return number
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Report:
     name: str
