@@ -15,11 +15,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete, insert, literal, select
+from tests.report_support import run_named
 from typer.testing import CliRunner
 
 from ekiden.analytics.campaigns import referrer_domain, url_host
 from ekiden.analytics.costs import CostIn, create_cost, parse_amount
-from ekiden.analytics.reports import Period, ReportParams, ReportResult, run_report
+from ekiden.analytics.reports import Period, ReportResult
 from ekiden.cli import app as cli_app
 from ekiden.clock import FrozenClock
 from ekiden.contacts.merge import merge_contacts
@@ -188,14 +189,7 @@ def data(engine: Engine, clock: FrozenClock) -> dict[str, int]:
 
 
 def report(engine: Engine, clock: FrozenClock, **kw: Any) -> ReportResult:
-    params = ReportParams(
-        period=kw.pop("period", MARCH),
-        filter=kw.pop("filter", None),
-        options=kw.pop("options", {}),
-        locale=kw.pop("locale", "ja"),
-    )
-    with engine.connect() as conn:
-        return run_report(conn, clock, "campaigns", params)
+    return run_named(engine, clock, "campaigns", **{"period": MARCH, **kw})
 
 
 def rows(result: ReportResult, name: str, keys: int = 1) -> dict[Any, dict[str, Any]]:

@@ -14,9 +14,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete, insert
+from tests.report_support import run_named
 from typer.testing import CliRunner
 
-from ekiden.analytics.reports import Period, ReportParams, ReportResult, run_report
+from ekiden.analytics.reports import Period, ReportResult
 from ekiden.cli import app as cli_app
 from ekiden.clock import FrozenClock
 from ekiden.contacts.merge import merge_contacts
@@ -179,14 +180,7 @@ def mail(engine: Engine, clock: FrozenClock) -> dict[str, int]:
 
 
 def report(engine: Engine, clock: FrozenClock, **kw: Any) -> ReportResult:
-    params = ReportParams(
-        period=kw.pop("period", MARCH),
-        filter=kw.pop("filter", None),
-        options=kw.pop("options", {}),
-        locale=kw.pop("locale", "ja"),
-    )
-    with engine.connect() as conn:
-        return run_report(conn, clock, "emails", params)
+    return run_named(engine, clock, "emails", **{"period": MARCH, **kw})
 
 
 def rows(result: ReportResult, name: str, keys: int = 1) -> dict[Any, dict[str, Any]]:

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from tests.report_support import run_named
 from typer.testing import CliRunner
 
 from ekiden.analytics.funnel import p90
@@ -114,14 +115,7 @@ def history(engine: Engine, clock: FrozenClock) -> dict[str, int]:
 
 
 def funnel(engine: Engine, clock: FrozenClock, **kw: Any) -> ReportResult:
-    params = ReportParams(
-        period=kw.pop("period", MARCH),
-        filter=kw.pop("filter", None),
-        options=kw.pop("options", {}),
-        locale=kw.pop("locale", "ja"),
-    )
-    with engine.connect() as conn:
-        return run_report(conn, clock, "funnel", params)
+    return run_named(engine, clock, "funnel", **{"period": MARCH, **kw})
 
 
 def table(result: ReportResult, name: str) -> dict[str, dict[str, Any]]:

@@ -13,9 +13,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete
+from tests.report_support import run_named
 from typer.testing import CliRunner
 
-from ekiden.analytics.reports import Period, ReportParams, ReportResult, run_report
+from ekiden.analytics.reports import Period, ReportResult
 from ekiden.cli import app as cli_app
 from ekiden.clock import FrozenClock
 from ekiden.contacts.merge import merge_contacts
@@ -146,14 +147,7 @@ def site(engine: Engine, clock: FrozenClock) -> dict[str, int]:
 
 
 def intent(engine: Engine, clock: FrozenClock, **kw: Any) -> ReportResult:
-    params = ReportParams(
-        period=kw.pop("period", MARCH),
-        filter=kw.pop("filter", None),
-        options=kw.pop("options", {}),
-        locale=kw.pop("locale", "ja"),
-    )
-    with engine.connect() as conn:
-        return run_report(conn, clock, "intent", params)
+    return run_named(engine, clock, "intent", **{"period": MARCH, **kw})
 
 
 def table(result: ReportResult, name: str) -> dict[str, dict[str, Any]]:

@@ -13,9 +13,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete
+from tests.report_support import run_named
 from typer.testing import CliRunner
 
-from ekiden.analytics.reports import Period, ReportParams, ReportResult, run_report
+from ekiden.analytics.reports import Period, ReportResult
 from ekiden.cli import app as cli_app
 from ekiden.clock import FrozenClock
 from ekiden.config import Settings
@@ -91,14 +92,12 @@ def journey(engine: Engine, clock: FrozenClock, settings: Settings) -> dict[str,
 
 
 def report(engine: Engine, clock: FrozenClock, **kw: Any) -> ReportResult:
-    params = ReportParams(
-        period=kw.pop("period", MARCH),
-        filter=kw.pop("filter", None),
-        options=kw.pop("options", {"journey": "welcome"}),
-        locale=kw.pop("locale", "en"),
+    return run_named(
+        engine,
+        clock,
+        "journey",
+        **{"period": MARCH, "options": {"journey": "welcome"}, "locale": "en", **kw},
     )
-    with engine.connect() as conn:
-        return run_report(conn, clock, "journey", params)
 
 
 def rows(result: ReportResult, name: str) -> dict[str, dict[str, Any]]:

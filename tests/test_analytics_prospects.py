@@ -13,10 +13,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete, select
+from tests.report_support import run_named
 from typer.testing import CliRunner
 
 from ekiden.analytics.days import local_day
-from ekiden.analytics.reports import Period, ReportParams, ReportResult, run_report
+from ekiden.analytics.reports import Period, ReportResult
 from ekiden.cli import app as cli_app
 from ekiden.clock import FrozenClock
 from ekiden.contacts.merge import merge_contacts
@@ -108,14 +109,12 @@ def visits(engine: Engine, clock: FrozenClock) -> dict[str, int]:
 
 
 def prospects(engine: Engine, clock: FrozenClock, **kw: Any) -> ReportResult:
-    params = ReportParams(
-        period=kw.pop("period", WEEK),
-        filter=kw.pop("filter", None),
-        options=kw.pop("options", {"active_days": "3"}),
-        locale=kw.pop("locale", "en"),
+    return run_named(
+        engine,
+        clock,
+        "prospects",
+        **{"period": WEEK, "options": {"active_days": "3"}, "locale": "en", **kw},
     )
-    with engine.connect() as conn:
-        return run_report(conn, clock, "prospects", params)
 
 
 def rows(result: ReportResult, name: str) -> list[list[Any]]:
