@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, func, select
 
 import ekiden.messaging.handler  # noqa: F401  (registers the "email" handler)
+import test_smtp
 from ekiden.clock import FrozenClock
 from ekiden.config import Settings
 from ekiden.contacts.consent import unsubscribe
@@ -35,25 +33,9 @@ from ekiden.outbox.tables import outbox
 from smtp_server import SmtpTestServer
 from test_sending_support import add_contacts, add_template, mail_settings, statuses
 
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpTestServer]:
-    with SmtpTestServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
+# the SMTP server and DKIM key fixtures of the delivery tests
+smtp = test_smtp.smtp
+dkim_key = test_smtp.dkim_key
 
 
 def _settings(db_url: str, smtp: SmtpTestServer, **overrides: Any) -> Settings:
